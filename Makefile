@@ -1,0 +1,39 @@
+# nginx-scale.  The two commands a newcomer needs:
+#   make demo    build, start Redis + 3 apps + 2 nginx + HAProxy, prove the KPIs
+#   make test    build, start a private Redis, run the t/ suite
+#
+# make                         builds build/modules/ngx_http_scale_module.so
+#                              against Debian's nginx (nginx-dev)
+# make NGINX_SRC=/path/nginx   builds against any nginx source tree (--with-compat)
+
+BUILD     ?= $(CURDIR)/build
+NGINX_SRC ?=
+NGINX     ?= /usr/sbin/nginx
+SO        := $(BUILD)/modules/ngx_http_scale_module.so
+SRCS      := config $(wildcard *.c *.h)
+
+.PHONY: all deps test test-valgrind demo up down bench fuzz clean
+
+all: $(SO)
+
+deps:
+	@scripts/deps.sh build
+
+$(SO): $(SRCS)
+	@scripts/deps.sh build
+	NGINX_SRC="$(NGINX_SRC)" BUILD="$(BUILD)" scripts/build.sh
+
+test: $(SO)
+	@scripts/deps.sh test
+	NGINX="$(NGINX)" SO="$(SO)" scripts/test.sh $(T)
+
+test-valgrind: $(SO)
+	@scripts/deps.sh test valgrind
+	TEST_NGINX_USE_VALGRIND=1 NGINX="$(NGINX)" SO="$(SO)" scripts/test.sh $(T)
+
+bench: $(SO)
+	@scripts/deps.sh bench
+	bench/ratelimit
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,223 @@
+"use strict";
+
+// Example express app used by the nginx module interop test and the
+// multi-instance demo. Sessions are standard express-session sessions stored
+// in Redis through connect-redis, so the nginx module can validate the
+// signed `connect.sid` cookie and look the session up at the edge.
+
+const express = require("express");
+const session = require("express-session");
+const RedisStore = require("connect-redis").default;
+const { createClient } = require("redis");
+
+const PORT = parseInt(process.env.PORT || "3000", 10);
+const HOST = process.env.HOST || "127.0.0.1";
+const INSTANCE_ID = process.env.INSTANCE_ID || `app-${PORT}`;
+const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379";
+const COOKIE_NAME = process.env.COOKIE_NAME || "connect.sid";
+const SESSION_SECRETS = (process.env.SESSION_SECRET || "keyboard cat")
+  .split(",")
+  .map((s) => s.trim())
+  .filter((s) => s.length > 0);
+if (SESSION_SECRETS.length === 0) SESSION_SECRETS.push("keyboard cat");
+
+// ---------------------------------------------------------------- redis ---
+
+const redisClient = createClient({
+  url: REDIS_URL,
+  socket: {
+    // Keep retrying forever (capped back-off) so the app survives a Redis
+    // that is down at start or restarts later.
+    reconnectStrategy: (retries) => Math.min(50 + retries * 100, 2000),
+  },
+});
+
+let redisReady = false;
+let redisErrorLogged = false;
+let shuttingDown = false;
+
+const store = new RedisStore({ client: redisClient, prefix: "sess:" });
+
+redisClient.on("ready", () => {
+  redisReady = true;
+  if (redisErrorLogged) console.error(`app ${INSTANCE_ID}: redis connected`);
+  redisErrorLogged = false;
+  store.emit("connect"); // lets express-session use the store again
+});
+redisClient.on("error", (err) => {
+  // Must be handled, otherwise the client's error event crashes the process.
+  // Log only once per outage.
+  if (!redisErrorLogged && !shuttingDown) {
+    console.error(`app ${INSTANCE_ID}: redis unavailable (${err.message}), retrying`);
+    redisErrorLogged = true;
+  }
+  markRedisDown();
+});
+redisClient.on("reconnecting", markRedisDown);
+redisClient.on("end", markRedisDown);
+
+function markRedisDown() {
+  if (redisReady) {
+    redisReady = false;
+    store.emit("disconnect"); // express-session then skips the store
+  }
+}
+
+// ------------------------------------------------------------------ app ---
+
+const app = express();
+app.set("trust proxy", 1);
+app.disable("x-powered-by");
+
+app.use((req, res, next) => {
+  res.set("X-Instance-Id", INSTANCE_ID);
+  next();
+});
+
+const sessionMiddleware = session({
+  name: COOKIE_NAME,
+  secret: SESSION_SECRETS.length === 1 ? SESSION_SECRETS[0] : SESSION_SECRETS,
+  store,
+  resave: false,
+  saveUninitialized: false,
+  cookie: { httpOnly: true, maxAge: 3600000 },
+});
+// express-session assumes the store is ready until it sees "disconnect";
+// the client is not connected yet, so say so (listeners are now attached).
+store.emit("disconnect");
+
+app.use(express.json({ limit: "16kb" }));
+app.use(express.urlencoded({ extended: false, limit: "16kb" }));
+app.use(sessionMiddleware);
+
+function requireSession(req, res, next) {
+  if (!req.session) {
+    return res
+      .status(503)
+      .json({ instance: INSTANCE_ID, error: "session store unavailable" });
+  }
+  next();
+}
+
+const USER_RE = /^[A-Za-z0-9._@-]{1,64}$/;
+
+app.post("/api/login", requireSession, (req, res, next) => {
+  const raw =
+    (req.body && typeof req.body.user === "string" && req.body.user) ||
+    (typeof req.query.user === "string" && req.query.user) ||
+    "";
+  const id = raw.trim();
+  if (!USER_RE.test(id)) {
+    return res
+      .status(400)
+      .json({ instance: INSTANCE_ID, error: "missing or invalid user" });
+  }
+  const user = {
+    id,
+    name: id.charAt(0).toUpperCase() + id.slice(1),
+    roles: ["user"],
+  };
+  // New session id on login (prevents session fixation).
+  req.session.regenerate((err) => {
+    if (err) return next(err);
+    req.session.user = user;
+    req.session.save((err2) => {
+      if (err2) return next(err2);
+      res.json({ instance: INSTANCE_ID, user });
+    });
+  });
+});
+
+app.post("/api/logout", requireSession, (req, res, next) => {
+  const had = !!(req.session && req.session.user);
+  req.session.destroy((err) => {
+    if (err) return next(err);
+    res.clearCookie(COOKIE_NAME, { path: "/", httpOnly: true });
+    res.json({ instance: INSTANCE_ID, ok: true, logged_out: had });
+  });
+});
+
+app.get("/api/profile", (req, res) => {
+  const xUserId = req.get("x-user-id");
+  const xUserName = req.get("x-user-name");
+  res.json({
+    instance: INSTANCE_ID,
+    user: xUserId || null,
+    session_user:
+      req.session && req.session.user ? req.session.user.id || null : null,
+    headers: {
+      "x-user-id": xUserId || null,
+      "x-user-name": xUserName || null,
+    },
+  });
+});
+
+app.get(["/api/test", "/api/data"], (req, res) => {
+  res.json({ instance: INSTANCE_ID, ok: true });
+});
+
+app.get(["/api/health", "/healthz"], (req, res) => {
+  res.json({ status: "ok", instance: INSTANCE_ID });
+});
+
+app.get("/", (req, res) => {
+  res.type("text/plain").send(`Hello from ${INSTANCE_ID}\n`);
+});
+
+app.use((req, res) => {
+  res.status(404).json({ instance: INSTANCE_ID, error: "not found" });
+});
+
+// eslint-disable-next-line no-unused-vars
+app.use((err, req, res, next) => {
+  const status = err.status || err.statusCode || 500;
+  if (status >= 500) console.error(`app ${INSTANCE_ID}: ${err.stack || err}`);
+  res
+    .status(status)
+    .json({ instance: INSTANCE_ID, error: status >= 500 ? "internal error" : err.message });
+});
+
+// ---------------------------------------------------------------- start ---
+
+redisClient.connect().catch(() => {
+  // The initial connect failed; the "error" handler already logged it and
+  // the client keeps reconnecting according to reconnectStrategy.
+});
+
+const server = app.listen(PORT, HOST, () => {
+  console.log(`app ${INSTANCE_ID} listening on ${HOST}:${PORT}`);
+});
+server.on("error", (err) => {
+  console.error(`app ${INSTANCE_ID}: ${err.message}`);
+  process.exit(1);
+});
+
+function shutdown() {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  // Hard deadline: always exit 0 well within 2 s.
+  setTimeout(() => process.exit(0), 1500).unref();
+
+  const serverClosed = new Promise((resolve) => server.close(() => resolve()));
+  if (typeof server.closeIdleConnections === "function") {
+    server.closeIdleConnections();
+  }
+  // Give in-flight requests a moment, then drop remaining keep-alive sockets.
+  setTimeout(() => {
+    if (typeof server.closeAllConnections === "function") {
+      server.closeAllConnections();
+    }
+  }, 500).unref();
+
+  let redisClosed;
+  try {
+    redisClosed = redisClient.isReady ? redisClient.quit() : redisClient.disconnect();
+  } catch (e) {
+    redisClosed = null;
+  }
+  const done = () => process.exit(0);
+  Promise.all([Promise.resolve(redisClosed).catch(() => {}), serverClosed]).then(done, done);
+}
+
+process.on("SIGTERM", shutdown);
+process.on("SIGINT", shutdown);

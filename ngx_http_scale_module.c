@@ -1,0 +1,187 @@
+
+/*
+ * nginx-scale core: redis_pool blocks and the shared counters zone.
+ * The Redis client lives in ngx_http_scale_redis.c, the counters in
+ * ngx_http_scale_metrics.c; this file ties them to nginx's life cycle.
+ */
+
+
+#include "ngx_http_scale_redis.h"
+#include "ngx_http_scale_metrics.h"
+
+
+typedef struct {
+    ngx_http_scale_redis_conf_t      redis;
+    ngx_http_scale_metrics_conf_t    metrics;
+} ngx_http_scale_main_conf_t;
+
+
+static void *ngx_http_scale_create_main_conf(ngx_conf_t *cf);
+static ngx_int_t ngx_http_scale_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_scale_init_process(ngx_cycle_t *cycle);
+static void ngx_http_scale_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_command_t  ngx_http_scale_commands[] = {
+
+    { ngx_string("redis_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_http_scale_redis_pool_block,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_scale_main_conf_t, redis),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_scale_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_scale_postconfiguration,      /* postconfiguration */
+
+    ngx_http_scale_create_main_conf,       /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_scale_module = {
+    NGX_MODULE_V1,
+    &ngx_http_scale_module_ctx,            /* module context */
+    ngx_http_scale_commands,               /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_scale_init_process,           /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_scale_exit_process,           /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_scale_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_scale_main_conf_t  *smcf;
+
+    smcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_scale_main_conf_t));
+    if (smcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&smcf->redis.pools, cf->pool, 2,
+                       sizeof(ngx_http_scale_redis_pool_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&smcf->redis.scripts, cf->pool, 2,
+                       sizeof(ngx_http_scale_redis_script_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_http_scale_metrics_init_conf(cf, &smcf->metrics) != NGX_OK) {
+        return NULL;
+    }
+
+    return smcf;
+}
+
+
+static ngx_int_t
+ngx_http_scale_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_scale_main_conf_t  *smcf;
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scale_module);
+
+    if (ngx_http_scale_redis_init_conf(cf, &smcf->redis) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_scale_metrics_add_zone(cf, &smcf->metrics);
+}
+
+
+static ngx_int_t
+ngx_http_scale_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_scale_main_conf_t  *smcf;
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_scale_module);
+    if (smcf == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_http_scale_redis_init_process(cycle, &smcf->redis);
+}
+
+
+static void
+ngx_http_scale_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_scale_main_conf_t  *smcf;
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_scale_module);
+    if (smcf == NULL) {
+        return;
+    }
+
+    ngx_http_scale_redis_exit_process(cycle, &smcf->redis);
+}
+
+
+/* accessors for the other files of the core */
+
+ngx_http_scale_redis_conf_t *
+ngx_http_scale_redis_conf(ngx_conf_t *cf)
+{
+    ngx_http_scale_main_conf_t  *smcf;
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scale_module);
+
+    return &smcf->redis;
+}
+
+
+ngx_http_scale_redis_conf_t *
+ngx_http_scale_redis_cycle_conf(ngx_cycle_t *cycle)
+{
+    ngx_http_scale_main_conf_t  *smcf;
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_scale_module);
+
+    return smcf ? &smcf->redis : NULL;
+}
+
+
+ngx_http_scale_metrics_conf_t *
+ngx_http_scale_metrics_conf(ngx_conf_t *cf)
+{
+    ngx_http_scale_main_conf_t  *smcf;
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scale_module);
+
+    return &smcf->metrics;
+}
+
+
+ngx_http_scale_metrics_conf_t *
+ngx_http_scale_metrics_cycle_conf(ngx_cycle_t *cycle)
+{
+    ngx_http_scale_main_conf_t  *smcf;
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_scale_module);
+
+    return smcf ? &smcf->metrics : NULL;
+}

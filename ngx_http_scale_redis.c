@@ -1,0 +1,1516 @@
+
+/*
+ * The Redis client: hiredis's async API on nginx's event loop.
+ *
+ * hiredis owns the socket; an ngx_connection_t wraps its fd so nginx's
+ * event module can watch it, and is freed (never closed) when hiredis lets
+ * go.  Commands from all requests of a worker share the pool's connections
+ * and are pipelined: everything sent in one event loop iteration leaves in
+ * one write.  A waiting request is represented by a token allocated outside
+ * r->pool; the request's pool cleanup detaches it, and hiredis keeps the
+ * token until the reply (or the connection's end) arrives.
+ */
+
+
+#include "ngx_http_scale_redis.h"
+#include "ngx_http_scale_metrics.h"
+#include <sys/ioctl.h>
+
+
+#define NGX_HTTP_SCALE_REDIS_PING_INTERVAL   1000
+#define NGX_HTTP_SCALE_REDIS_BACKOFF_MIN     50
+#define NGX_HTTP_SCALE_REDIS_BACKOFF_MAX     1000
+/* a PING unanswered this long means a dead connection: reconnect */
+#define NGX_HTTP_SCALE_REDIS_PING_DEAD       3000
+
+
+typedef struct ngx_http_scale_redis_token_s  ngx_http_scale_redis_token_t;
+
+struct ngx_http_scale_redis_token_s {
+    ngx_http_request_t              *request;      /* NULL once detached */
+    ngx_pool_cleanup_t              *cleanup;
+    ngx_http_scale_redis_pool_t     *pool;
+    ngx_http_scale_redis_script_t   *script;
+    int                              argc;
+    const char                     **argv;
+    const size_t                    *argvlen;
+    ngx_http_scale_redis_handler_pt  handler;
+    void                            *data;
+    ngx_event_t                      timer;
+    uint64_t                         start_us;
+    unsigned                         retried:1;
+    ngx_http_scale_redis_token_t    *next;         /* free list */
+};
+
+
+static void ngx_http_scale_redis_connect(ngx_http_scale_redis_conn_t *rc);
+static void ngx_http_scale_redis_schedule(ngx_http_scale_redis_conn_t *rc,
+    const char *reason);
+static void ngx_http_scale_redis_timer_handler(ngx_event_t *ev);
+static void ngx_http_scale_redis_connected(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_scale_redis_disconnected(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac,
+    void *r, void *privdata);
+static void ngx_http_scale_redis_ping_reply(redisAsyncContext *ac,
+    void *r, void *privdata);
+static void ngx_http_scale_redis_ping_handler(ngx_event_t *ev);
+static void ngx_http_scale_redis_pool_update(ngx_http_scale_redis_pool_t *pool,
+    const char *reason);
+
+static ngx_int_t ngx_http_scale_redis_attach(ngx_http_scale_redis_conn_t *rc);
+static void ngx_http_scale_redis_add_read(void *privdata);
+static void ngx_http_scale_redis_del_read(void *privdata);
+static void ngx_http_scale_redis_add_write(void *privdata);
+static void ngx_http_scale_redis_del_write(void *privdata);
+static void ngx_http_scale_redis_cleanup(void *privdata);
+static void ngx_http_scale_redis_read_handler(ngx_event_t *rev);
+static void ngx_http_scale_redis_write_handler(ngx_event_t *wev);
+
+static void ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_scale_redis_deliver(ngx_http_scale_redis_token_t *t,
+    ngx_int_t rc, redisReply *reply);
+static void ngx_http_scale_redis_command_timeout(ngx_event_t *ev);
+static void ngx_http_scale_redis_request_cleanup(void *data);
+static ngx_http_scale_redis_token_t *ngx_http_scale_redis_token_alloc(void);
+static void ngx_http_scale_redis_token_free(ngx_http_scale_redis_token_t *t);
+
+static char *ngx_http_scale_redis_pool_directive(ngx_conf_t *cf,
+    ngx_command_t *dummy, void *conf);
+static char *ngx_http_scale_redis_parse_server(ngx_conf_t *cf,
+    ngx_http_scale_redis_pool_t *pool, ngx_str_t *value);
+static ngx_int_t ngx_http_scale_redis_add_series(ngx_conf_t *cf,
+    ngx_http_scale_redis_pool_t *pool);
+
+
+static ngx_http_scale_redis_token_t  *ngx_http_scale_redis_free_tokens;
+static ngx_uint_t                     ngx_http_scale_redis_exiting;
+
+static const char  *ngx_http_scale_redis_kind_names[] = {
+    "ok", "connect", "timeout", "reply", "protocol"
+};
+
+
+/* runtime: sending a command */
+
+ngx_int_t
+ngx_http_scale_redis_send(ngx_http_request_t *r,
+    ngx_http_scale_redis_pool_t *pool, ngx_http_scale_redis_script_t *script,
+    int argc, const char **argv, const size_t *argvlen,
+    ngx_http_scale_redis_handler_pt handler, void *data)
+{
+    int                            n, i;
+    size_t                         lens[32];
+    ngx_uint_t                     k;
+    const char                    *args[32];
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_scale_redis_conn_t   *rc;
+    ngx_http_scale_redis_token_t  *t;
+
+    rc = NULL;
+
+    for (k = 0; k < pool->nconnections; k++) {
+        rc = &pool->conns[(pool->next + k) % pool->nconnections];
+        if (rc->ready) {
+            break;
+        }
+        rc = NULL;
+    }
+
+    if (rc == NULL || ngx_http_scale_redis_exiting) {
+        ngx_http_scale_counter_add(
+                            pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
+        return NGX_HTTP_SCALE_REDIS_CONNECT;
+    }
+
+    pool->next = (pool->next + k + 1) % pool->nconnections;
+
+    if (argc + 2 > 32) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "too many redis arguments: %d", argc);
+        return NGX_HTTP_SCALE_REDIS_PROTOCOL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_SCALE_REDIS_PROTOCOL;
+    }
+
+    t = ngx_http_scale_redis_token_alloc();
+    if (t == NULL) {
+        return NGX_HTTP_SCALE_REDIS_PROTOCOL;
+    }
+
+    n = 0;
+
+    if (script) {
+        args[n] = "EVALSHA";
+        lens[n++] = sizeof("EVALSHA") - 1;
+        args[n] = (const char *) script->sha1;
+        lens[n++] = 40;
+    }
+
+    for (i = 0; i < argc; i++) {
+        args[n] = argv[i];
+        lens[n++] = argvlen[i];
+    }
+
+    if (redisAsyncCommandArgv(rc->ac, ngx_http_scale_redis_reply, t, n,
+                              args, lens)
+        != REDIS_OK)
+    {
+        ngx_http_scale_redis_token_free(t);
+        ngx_http_scale_counter_add(
+                           pool->errors_slot[NGX_HTTP_SCALE_REDIS_PROTOCOL], 1);
+        return NGX_HTTP_SCALE_REDIS_PROTOCOL;
+    }
+
+    t->request = r;
+    t->cleanup = cln;
+    t->pool = pool;
+    t->script = script;
+    t->argc = argc;
+    t->argv = argv;
+    t->argvlen = argvlen;
+    t->handler = handler;
+    t->data = data;
+    t->start_us = ngx_http_scale_now_us();
+
+    cln->handler = ngx_http_scale_redis_request_cleanup;
+    cln->data = t;
+
+    t->timer.handler = ngx_http_scale_redis_command_timeout;
+    t->timer.data = t;
+    t->timer.log = r->connection->log;
+    ngx_add_timer(&t->timer, pool->timeout);
+
+    ngx_http_scale_counter_add(pool->commands_slot, 1);
+
+    /* a client that goes away while we wait is noticed */
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply                    *reply = r;
+    ngx_http_scale_redis_token_t  *t = privdata;
+
+    int                            n, i;
+    size_t                        *lens;
+    const char                   **args;
+    ngx_http_request_t            *req;
+    ngx_http_scale_redis_pool_t   *pool;
+
+    pool = t->pool;
+
+    if (reply == NULL) {
+        /* the connection is gone */
+        if (t->request && !ngx_http_scale_redis_exiting) {
+            ngx_http_scale_counter_add(
+                           pool->errors_slot[NGX_HTTP_SCALE_REDIS_PROTOCOL], 1);
+            ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_PROTOCOL,
+                                         NULL);
+        }
+
+        ngx_http_scale_redis_token_free(t);
+        return;
+    }
+
+    ngx_http_scale_histogram_observe(pool->duration_slot,
+                                     ngx_http_scale_now_us() - t->start_us);
+
+    req = t->request;
+
+    if (reply->type == REDIS_REPLY_ERROR
+        && t->script && !t->retried && req
+        && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
+    {
+        /* the script cache was flushed: EVAL loads it again */
+
+        n = t->argc + 2;
+        args = ngx_palloc(req->pool, n * sizeof(char *));
+        lens = ngx_palloc(req->pool, n * sizeof(size_t));
+
+        if (args && lens) {
+            args[0] = "EVAL";
+            lens[0] = 4;
+            args[1] = (const char *) t->script->body.data;
+            lens[1] = t->script->body.len;
+
+            for (i = 0; i < t->argc; i++) {
+                args[i + 2] = t->argv[i];
+                lens[i + 2] = t->argvlen[i];
+            }
+
+            t->retried = 1;
+
+            if (redisAsyncCommandArgv(ac, ngx_http_scale_redis_reply, t, n,
+                                      args, lens)
+                == REDIS_OK)
+            {
+                ngx_log_error(NGX_LOG_NOTICE, req->connection->log, 0,
+                              "redis pool \"%V\" lost its scripts, "
+                              "loading again", &pool->name);
+                return;
+            }
+        }
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_scale_counter_add(
+                              pool->errors_slot[NGX_HTTP_SCALE_REDIS_REPLY], 1);
+
+        if (req) {
+            ngx_log_error(NGX_LOG_ERR, req->connection->log, 0,
+                          "redis pool \"%V\" error: %*s", &pool->name,
+                          (size_t) reply->len, reply->str);
+            ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_REPLY, reply);
+        }
+
+    } else if (req) {
+        ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_OK, reply);
+    }
+
+    ngx_http_scale_redis_token_free(t);
+}
+
+
+static void
+ngx_http_scale_redis_deliver(ngx_http_scale_redis_token_t *t, ngx_int_t rc,
+    redisReply *reply)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = t->request;
+    c = r->connection;
+
+    t->request = NULL;
+    t->cleanup->handler = NULL;
+
+    if (t->timer.timer_set) {
+        ngx_del_timer(&t->timer);
+    }
+
+    t->handler(r, t->data, rc, reply);
+
+    r->write_event_handler(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_scale_redis_command_timeout(ngx_event_t *ev)
+{
+    ngx_http_scale_redis_token_t  *t = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                  "redis pool \"%V\" timed out after %M ms",
+                  &t->pool->name, t->pool->timeout);
+
+    ngx_http_scale_counter_add(
+                         t->pool->errors_slot[NGX_HTTP_SCALE_REDIS_TIMEOUT], 1);
+
+    /* the token stays with hiredis until the late reply arrives */
+    ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_TIMEOUT, NULL);
+}
+
+
+static void
+ngx_http_scale_redis_request_cleanup(void *data)
+{
+    ngx_http_scale_redis_token_t  *t = data;
+
+    t->request = NULL;
+
+    if (t->timer.timer_set) {
+        ngx_del_timer(&t->timer);
+    }
+}
+
+
+static ngx_http_scale_redis_token_t *
+ngx_http_scale_redis_token_alloc(void)
+{
+    ngx_http_scale_redis_token_t  *t;
+
+    t = ngx_http_scale_redis_free_tokens;
+
+    if (t) {
+        ngx_http_scale_redis_free_tokens = t->next;
+
+    } else {
+        t = ngx_alloc(sizeof(ngx_http_scale_redis_token_t), ngx_cycle->log);
+        if (t == NULL) {
+            return NULL;
+        }
+    }
+
+    ngx_memzero(t, sizeof(ngx_http_scale_redis_token_t));
+
+    return t;
+}
+
+
+static void
+ngx_http_scale_redis_token_free(ngx_http_scale_redis_token_t *t)
+{
+    if (t->timer.timer_set) {
+        ngx_del_timer(&t->timer);
+    }
+
+    if (ngx_http_scale_redis_exiting) {
+        ngx_free(t);
+        return;
+    }
+
+    t->next = ngx_http_scale_redis_free_tokens;
+    ngx_http_scale_redis_free_tokens = t;
+}
+
+
+void
+ngx_http_scale_redis_count_error(ngx_http_scale_redis_pool_t *pool,
+    ngx_uint_t kind)
+{
+    if (kind > NGX_HTTP_SCALE_REDIS_OK && kind < NGX_HTTP_SCALE_REDIS_NKINDS) {
+        ngx_http_scale_counter_add(pool->errors_slot[kind], 1);
+    }
+}
+
+
+void
+ngx_http_scale_redis_pool_state(ngx_http_scale_redis_pool_t *pool,
+    ngx_http_scale_redis_state_t *state)
+{
+    state->up = pool->up;
+    state->since = pool->since;
+    state->latency = pool->latency;
+
+    if (pool->down_reason) {
+        state->error.data = (u_char *) pool->down_reason;
+        state->error.len = ngx_strlen(pool->down_reason);
+
+    } else {
+        ngx_str_null(&state->error);
+    }
+}
+
+
+ngx_str_t *
+ngx_http_scale_redis_pool_name(ngx_http_scale_redis_pool_t *pool)
+{
+    return &pool->name;
+}
+
+
+ngx_uint_t
+ngx_http_scale_redis_npools(ngx_cycle_t *cycle)
+{
+    ngx_http_scale_redis_conf_t  *rcf;
+
+    rcf = ngx_http_scale_redis_cycle_conf(cycle);
+
+    return rcf ? rcf->pools.nelts : 0;
+}
+
+
+ngx_http_scale_redis_pool_t *
+ngx_http_scale_redis_pool_at(ngx_cycle_t *cycle, ngx_uint_t i)
+{
+    ngx_http_scale_redis_conf_t   *rcf;
+    ngx_http_scale_redis_pool_t  **pools;
+
+    rcf = ngx_http_scale_redis_cycle_conf(cycle);
+    pools = rcf->pools.elts;
+
+    return pools[i];
+}
+
+
+/* connections: connect, handshake, keepalive PING, backoff */
+
+ngx_int_t
+ngx_http_scale_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_scale_redis_conf_t *rcf)
+{
+    ngx_uint_t                     i, k;
+    ngx_http_scale_redis_pool_t  **pools, *pool;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    ngx_http_scale_redis_exiting = 0;
+
+    pools = rcf->pools.elts;
+
+    for (i = 0; i < rcf->pools.nelts; i++) {
+        pool = pools[i];
+
+        pool->log = cycle->log;
+        pool->conns = ngx_pcalloc(cycle->pool, pool->nconnections
+                                  * sizeof(ngx_http_scale_redis_conn_t));
+        if (pool->conns == NULL) {
+            return NGX_ERROR;
+        }
+
+        pool->up = 0;
+        pool->since = ngx_current_msec;
+        pool->down_reason = "connecting";
+        ngx_http_scale_gauge_set(pool->up_slot, 0);
+
+        for (k = 0; k < pool->nconnections; k++) {
+            pool->conns[k].pool = pool;
+            pool->conns[k].timer.handler = ngx_http_scale_redis_timer_handler;
+            pool->conns[k].timer.data = &pool->conns[k];
+            pool->conns[k].timer.log = cycle->log;
+            pool->conns[k].timer.cancelable = 1;
+
+            ngx_http_scale_redis_connect(&pool->conns[k]);
+        }
+
+        pool->ping.handler = ngx_http_scale_redis_ping_handler;
+        pool->ping.data = pool;
+        pool->ping.log = cycle->log;
+        pool->ping.cancelable = 1;
+        ngx_add_timer(&pool->ping, NGX_HTTP_SCALE_REDIS_PING_INTERVAL);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_scale_redis_exit_process(ngx_cycle_t *cycle,
+    ngx_http_scale_redis_conf_t *rcf)
+{
+    ngx_uint_t                     i, k;
+    redisAsyncContext             *ac;
+    ngx_http_scale_redis_pool_t  **pools, *pool;
+    ngx_http_scale_redis_token_t  *t;
+
+    ngx_http_scale_redis_exiting = 1;
+
+    pools = rcf->pools.elts;
+
+    for (i = 0; i < rcf->pools.nelts; i++) {
+        pool = pools[i];
+
+        if (pool->conns == NULL) {
+            continue;
+        }
+
+        if (pool->ping.timer_set) {
+            ngx_del_timer(&pool->ping);
+        }
+
+        for (k = 0; k < pool->nconnections; k++) {
+            if (pool->conns[k].timer.timer_set) {
+                ngx_del_timer(&pool->conns[k].timer);
+            }
+
+            ac = pool->conns[k].ac;
+            if (ac) {
+                pool->conns[k].ac = NULL;
+                redisAsyncFree(ac);
+            }
+        }
+    }
+
+    while (ngx_http_scale_redis_free_tokens) {
+        t = ngx_http_scale_redis_free_tokens;
+        ngx_http_scale_redis_free_tokens = t->next;
+        ngx_free(t);
+    }
+}
+
+
+static void
+ngx_http_scale_redis_connect(ngx_http_scale_redis_conn_t *rc)
+{
+    int                             argc;
+    size_t                          lens[3];
+    u_char                          db[NGX_INT_T_LEN];
+    ngx_uint_t                      i;
+    const char                     *argv[3];
+    redisAsyncContext              *ac;
+    ngx_http_scale_redis_conf_t    *rcf;
+    ngx_http_scale_redis_pool_t    *pool;
+    ngx_http_scale_redis_script_t **scripts;
+
+    pool = rc->pool;
+
+    if (pool->unix_path) {
+        ac = redisAsyncConnectUnix((char *) pool->unix_path);
+
+    } else {
+        ac = redisAsyncConnect((char *) pool->host, pool->port);
+    }
+
+    if (ac == NULL) {
+        ngx_http_scale_redis_schedule(rc, "out of memory");
+        return;
+    }
+
+    if (ac->err) {
+        ngx_log_error(NGX_LOG_INFO, pool->log, 0,
+                      "redis pool \"%V\" connect to %V failed: %s",
+                      &pool->name, &pool->server, ac->errstr);
+        redisAsyncFree(ac);
+        ngx_http_scale_redis_schedule(rc, "connect failed");
+        return;
+    }
+
+    rc->ac = ac;
+    ac->data = rc;
+
+    if (ngx_http_scale_redis_attach(rc) != NGX_OK) {
+        rc->ac = NULL;
+        redisAsyncFree(ac);
+        ngx_http_scale_redis_schedule(rc, "no free connections");
+        return;
+    }
+
+    redisAsyncSetDisconnectCallback(ac, ngx_http_scale_redis_disconnected);
+    redisAsyncSetConnectCallback(ac, ngx_http_scale_redis_connected);
+
+    /* queued now, sent once connected; the last reply completes the handshake */
+
+    if (pool->password.len) {
+        argc = 0;
+        argv[argc] = "AUTH";
+        lens[argc++] = 4;
+
+        if (pool->username.len) {
+            argv[argc] = (const char *) pool->username.data;
+            lens[argc++] = pool->username.len;
+        }
+
+        argv[argc] = (const char *) pool->password.data;
+        lens[argc++] = pool->password.len;
+
+        redisAsyncCommandArgv(ac, ngx_http_scale_redis_handshake_reply, NULL,
+                              argc, argv, lens);
+    }
+
+    if (pool->database) {
+        argv[0] = "SELECT";
+        lens[0] = 6;
+        argv[1] = (const char *) db;
+        lens[1] = ngx_sprintf(db, "%i", pool->database) - db;
+
+        redisAsyncCommandArgv(ac, ngx_http_scale_redis_handshake_reply, NULL,
+                              2, argv, lens);
+    }
+
+    rcf = ngx_http_scale_redis_cycle_conf((ngx_cycle_t *) ngx_cycle);
+    scripts = rcf->scripts.elts;
+
+    for (i = 0; i < rcf->scripts.nelts; i++) {
+        argv[0] = "SCRIPT";
+        lens[0] = 6;
+        argv[1] = "LOAD";
+        lens[1] = 4;
+        argv[2] = (const char *) scripts[i]->body.data;
+        lens[2] = scripts[i]->body.len;
+
+        redisAsyncCommandArgv(ac, ngx_http_scale_redis_handshake_reply, NULL,
+                              3, argv, lens);
+    }
+
+    argv[0] = "PING";
+    lens[0] = 4;
+    redisAsyncCommandArgv(ac, ngx_http_scale_redis_handshake_reply, rc,
+                          1, argv, lens);
+
+    ngx_add_timer(&rc->timer, pool->connect_timeout);
+}
+
+
+static void
+ngx_http_scale_redis_connected(const redisAsyncContext *ac, int status)
+{
+    ngx_http_scale_redis_conn_t  *rc = ac->data;
+
+    if (status == REDIS_OK) {
+        return;
+    }
+
+    /* hiredis frees ac after this callback */
+
+    ngx_log_error(NGX_LOG_INFO, rc->pool->log, 0,
+                  "redis pool \"%V\" connect to %V failed: %s",
+                  &rc->pool->name, &rc->pool->server, ac->errstr);
+
+    rc->ac = NULL;
+    ngx_http_scale_redis_schedule(rc, "connect failed");
+}
+
+
+static void
+ngx_http_scale_redis_disconnected(const redisAsyncContext *ac, int status)
+{
+    ngx_uint_t                    level;
+    ngx_http_scale_redis_conn_t  *rc = ac->data;
+
+    if (rc->ac != ac) {
+        /* freed by us, the caller has already taken care */
+        return;
+    }
+
+    if (!ngx_http_scale_redis_exiting) {
+        level = rc->ready ? NGX_LOG_ERR : NGX_LOG_INFO;
+        ngx_log_error(level, rc->pool->log, 0,
+                      "redis pool \"%V\" lost connection to %V: %s",
+                      &rc->pool->name, &rc->pool->server,
+                      ac->errstr ? ac->errstr : "closed");
+    }
+
+    rc->ac = NULL;
+    ngx_http_scale_redis_schedule(rc, "connection lost");
+}
+
+
+static void
+ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                   *reply = r;
+    ngx_http_scale_redis_conn_t  *rc;
+
+    rc = ac->data;
+
+    if (reply == NULL || rc->ac != ac) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
+                      "redis pool \"%V\" handshake with %V failed: %*s",
+                      &rc->pool->name, &rc->pool->server,
+                      (size_t) reply->len, reply->str);
+
+        ngx_http_scale_counter_add(
+                      rc->pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
+
+        /* freed after this callback returns */
+        rc->ac = NULL;
+        redisAsyncFree(ac);
+        ngx_http_scale_redis_schedule(rc, "handshake failed");
+        return;
+    }
+
+    if (privdata == NULL) {
+        return;
+    }
+
+    /* the final PING: ready */
+
+    if (rc->timer.timer_set) {
+        ngx_del_timer(&rc->timer);
+    }
+
+    rc->ready = 1;
+    rc->backoff = 0;
+    rc->ping_pending = 0;
+
+    if (!rc->pool->up) {
+        ngx_log_error(NGX_LOG_NOTICE, rc->pool->log, 0,
+                      "redis pool \"%V\" connected to %V",
+                      &rc->pool->name, &rc->pool->server);
+    }
+
+    ngx_http_scale_redis_pool_update(rc->pool, NULL);
+}
+
+
+/* after a failure: retry later, with capped exponential backoff */
+
+static void
+ngx_http_scale_redis_schedule(ngx_http_scale_redis_conn_t *rc,
+    const char *reason)
+{
+    ngx_http_scale_redis_pool_t  *pool = rc->pool;
+
+    rc->ready = 0;
+    rc->ping_pending = 0;
+
+    if (ngx_http_scale_redis_exiting) {
+        return;
+    }
+
+    if (pool->up) {
+        ngx_http_scale_counter_add(
+                          pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
+    }
+
+    ngx_http_scale_redis_pool_update(pool, reason);
+
+    rc->backoff = rc->backoff ? ngx_min(rc->backoff * 2,
+                                        NGX_HTTP_SCALE_REDIS_BACKOFF_MAX)
+                              : NGX_HTTP_SCALE_REDIS_BACKOFF_MIN;
+
+    if (rc->timer.timer_set) {
+        ngx_del_timer(&rc->timer);
+    }
+
+    ngx_add_timer(&rc->timer, rc->backoff);
+}
+
+
+static void
+ngx_http_scale_redis_timer_handler(ngx_event_t *ev)
+{
+    redisAsyncContext            *ac;
+    ngx_http_scale_redis_conn_t  *rc = ev->data;
+
+    if (ngx_http_scale_redis_exiting || ngx_exiting || ngx_quit) {
+        return;
+    }
+
+    if (rc->ac == NULL) {
+        /* backoff over */
+        ngx_http_scale_redis_connect(rc);
+        return;
+    }
+
+    /* connect or handshake took too long */
+
+    ngx_log_error(NGX_LOG_INFO, rc->pool->log, 0,
+                  "redis pool \"%V\" connect to %V timed out",
+                  &rc->pool->name, &rc->pool->server);
+
+    ac = rc->ac;
+    rc->ac = NULL;
+    redisAsyncFree(ac);
+
+    ngx_http_scale_redis_schedule(rc, "connect timed out");
+}
+
+
+static void
+ngx_http_scale_redis_ping_handler(ngx_event_t *ev)
+{
+    ngx_uint_t                    k;
+    redisAsyncContext            *ac;
+    ngx_http_scale_redis_conn_t  *rc;
+    ngx_http_scale_redis_pool_t  *pool = ev->data;
+
+    if (ngx_http_scale_redis_exiting || ngx_exiting || ngx_quit) {
+        return;
+    }
+
+    for (k = 0; k < pool->nconnections; k++) {
+        rc = &pool->conns[k];
+
+        if (!rc->ready) {
+            continue;
+        }
+
+        if (rc->ping_pending) {
+            if (ngx_current_msec - rc->ping_sent
+                < ngx_max(NGX_HTTP_SCALE_REDIS_PING_DEAD, 3 * pool->timeout))
+            {
+                continue;
+            }
+
+            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                          "redis pool \"%V\" did not answer PING for %M ms, "
+                          "reconnecting", &pool->name,
+                          ngx_current_msec - rc->ping_sent);
+
+            ac = rc->ac;
+            rc->ac = NULL;
+            redisAsyncFree(ac);
+            ngx_http_scale_redis_schedule(rc, "not answering");
+            continue;
+        }
+
+        if (redisAsyncCommand(rc->ac, ngx_http_scale_redis_ping_reply, rc,
+                              "PING")
+            == REDIS_OK)
+        {
+            rc->ping_pending = 1;
+            rc->ping_sent = ngx_current_msec;
+            rc->ping_sent_us = ngx_http_scale_now_us();
+        }
+    }
+
+    ngx_http_scale_redis_pool_update(pool, NULL);
+
+    ngx_add_timer(&pool->ping, NGX_HTTP_SCALE_REDIS_PING_INTERVAL);
+}
+
+
+static void
+ngx_http_scale_redis_ping_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                   *reply = r;
+    ngx_http_scale_redis_conn_t  *rc = privdata;
+
+    if (reply == NULL || rc->ac != ac) {
+        return;
+    }
+
+    rc->ping_pending = 0;
+    rc->pool->latency = (ngx_msec_t)
+                     ((ngx_http_scale_now_us() - rc->ping_sent_us + 999) / 1000);
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* LOADING, MASTERDOWN and the like: not usable yet */
+        ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
+                      "redis pool \"%V\" PING failed: %*s", &rc->pool->name,
+                      (size_t) reply->len, reply->str);
+
+        rc->ac = NULL;
+        redisAsyncFree(ac);
+        ngx_http_scale_redis_schedule(rc, "PING failed");
+        return;
+    }
+
+    ngx_http_scale_redis_pool_update(rc->pool, NULL);
+}
+
+
+/*
+ * The pool is up while one of its connections is ready and answers PING
+ * within the command timeout.
+ */
+
+static void
+ngx_http_scale_redis_pool_update(ngx_http_scale_redis_pool_t *pool,
+    const char *reason)
+{
+    ngx_uint_t                    k, up;
+    ngx_http_scale_redis_conn_t  *rc;
+
+    up = 0;
+
+    for (k = 0; k < pool->nconnections; k++) {
+        rc = &pool->conns[k];
+
+        if (rc->ready
+            && (!rc->ping_pending
+                || ngx_current_msec - rc->ping_sent <= pool->timeout))
+        {
+            up = 1;
+            break;
+        }
+    }
+
+    if (!up && reason == NULL) {
+        reason = "not answering";
+    }
+
+    if (up != pool->up) {
+        if (!up) {
+            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                          "redis pool \"%V\" is down: %s",
+                          &pool->name, reason);
+        }
+
+        pool->up = up;
+        pool->since = ngx_current_msec;
+    }
+
+    pool->down_reason = up ? NULL : reason;
+
+    ngx_http_scale_gauge_set(pool->up_slot, up);
+}
+
+
+/* the event adapter: hiredis's hooks on an ngx_connection_t */
+
+static ngx_int_t
+ngx_http_scale_redis_attach(ngx_http_scale_redis_conn_t *rc)
+{
+    ngx_connection_t  *c;
+
+    c = ngx_get_connection(rc->ac->c.fd, rc->pool->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = rc;
+    c->read->handler = ngx_http_scale_redis_read_handler;
+    c->write->handler = ngx_http_scale_redis_write_handler;
+    c->read->log = rc->pool->log;
+    c->write->log = rc->pool->log;
+
+    rc->connection = c;
+
+    rc->ac->ev.data = rc;
+    rc->ac->ev.addRead = ngx_http_scale_redis_add_read;
+    rc->ac->ev.delRead = ngx_http_scale_redis_del_read;
+    rc->ac->ev.addWrite = ngx_http_scale_redis_add_write;
+    rc->ac->ev.delWrite = ngx_http_scale_redis_del_write;
+    rc->ac->ev.cleanup = ngx_http_scale_redis_cleanup;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_scale_redis_add_event(ngx_event_t *ev, ngx_int_t event)
+{
+    if (ev->active) {
+        return;
+    }
+
+    if (ngx_add_event(ev, event,
+                      (ngx_event_flags & NGX_USE_CLEAR_EVENT)
+                      ? NGX_CLEAR_EVENT : NGX_LEVEL_EVENT)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ev->log, 0, "redis: adding event failed");
+    }
+}
+
+
+static void
+ngx_http_scale_redis_del_event(ngx_event_t *ev, ngx_int_t event)
+{
+    /* edge-triggered events stay registered: no syscall per command */
+
+    if (!ev->active || (ngx_event_flags & NGX_USE_CLEAR_EVENT)) {
+        return;
+    }
+
+    ngx_del_event(ev, event, 0);
+}
+
+
+static void
+ngx_http_scale_redis_add_read(void *privdata)
+{
+    ngx_http_scale_redis_conn_t  *rc = privdata;
+
+    ngx_http_scale_redis_add_event(rc->connection->read, NGX_READ_EVENT);
+}
+
+
+static void
+ngx_http_scale_redis_del_read(void *privdata)
+{
+    ngx_http_scale_redis_conn_t  *rc = privdata;
+
+    ngx_http_scale_redis_del_event(rc->connection->read, NGX_READ_EVENT);
+}
+
+
+static void
+ngx_http_scale_redis_add_write(void *privdata)
+{
+    ngx_event_t                  *wev;
+    ngx_http_scale_redis_conn_t  *rc = privdata;
+
+    wev = rc->connection->write;
+
+    /*
+     * An edge-triggered socket that is already writable will not report
+     * it again: write at the end of this event loop iteration, together
+     * with whatever else is sent until then.
+     */
+
+    if (wev->ready && (ngx_event_flags & NGX_USE_CLEAR_EVENT)) {
+        ngx_post_event(wev, &ngx_posted_events);
+        return;
+    }
+
+    ngx_http_scale_redis_add_event(wev, NGX_WRITE_EVENT);
+}
+
+
+static void
+ngx_http_scale_redis_del_write(void *privdata)
+{
+    ngx_http_scale_redis_conn_t  *rc = privdata;
+
+    ngx_http_scale_redis_del_event(rc->connection->write, NGX_WRITE_EVENT);
+}
+
+
+/* hiredis closes the fd right after this */
+
+static void
+ngx_http_scale_redis_cleanup(void *privdata)
+{
+    ngx_connection_t             *c;
+    ngx_http_scale_redis_conn_t  *rc = privdata;
+
+    c = rc->connection;
+    if (c == NULL) {
+        return;
+    }
+
+    rc->connection = NULL;
+    rc->ready = 0;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (ngx_del_conn) {
+        ngx_del_conn(c, NGX_CLOSE_EVENT);
+
+    } else {
+        if (c->read->active || c->read->disabled) {
+            ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+        }
+
+        if (c->write->active || c->write->disabled) {
+            ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+        }
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
+}
+
+
+static void
+ngx_http_scale_redis_read_handler(ngx_event_t *rev)
+{
+    int                           n;
+    ngx_connection_t             *c = rev->data;
+    ngx_http_scale_redis_conn_t  *rc = c->data;
+    redisAsyncContext            *ac = rc->ac;
+
+    if (ac == NULL) {
+        return;
+    }
+
+    /* hiredis reads 16 KiB at a time; edge-triggered means read it all */
+
+    for ( ;; ) {
+        redisAsyncHandleRead(ac);
+
+        if (rc->ac != ac || rc->connection != c) {
+            return;
+        }
+
+        if (!(ngx_event_flags & NGX_USE_CLEAR_EVENT)
+            || ioctl(c->fd, FIONREAD, &n) == -1
+            || n <= 0)
+        {
+            return;
+        }
+    }
+}
+
+
+static void
+ngx_http_scale_redis_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t             *c = wev->data;
+    ngx_http_scale_redis_conn_t  *rc = c->data;
+
+    if (rc->ac) {
+        redisAsyncHandleWrite(rc->ac);
+    }
+}
+
+
+/* configuration */
+
+ngx_int_t
+ngx_http_scale_redis_script_init(ngx_conf_t *cf,
+    ngx_http_scale_redis_script_t *script)
+{
+    u_char                           digest[20];
+    ngx_sha1_t                       sha1;
+    ngx_http_scale_redis_conf_t     *rcf;
+    ngx_http_scale_redis_script_t  **sp;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, script->body.data, script->body.len);
+    ngx_sha1_final(digest, &sha1);
+
+    ngx_hex_dump(script->sha1, digest, 20);
+
+    rcf = ngx_http_scale_redis_conf(cf);
+
+    sp = ngx_array_push(&rcf->scripts);
+    if (sp == NULL) {
+        return NGX_ERROR;
+    }
+
+    *sp = script;
+
+    return NGX_OK;
+}
+
+
+ngx_http_scale_redis_pool_t *
+ngx_http_scale_redis_pool_get(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_uint_t                     i;
+    ngx_http_scale_redis_conf_t   *rcf;
+    ngx_http_scale_redis_pool_t  **pools, *pool, **pp;
+
+    rcf = ngx_http_scale_redis_conf(cf);
+    pools = rcf->pools.elts;
+
+    for (i = 0; i < rcf->pools.nelts; i++) {
+        if (pools[i]->name.len == name->len
+            && ngx_strncmp(pools[i]->name.data, name->data, name->len) == 0)
+        {
+            return pools[i];
+        }
+    }
+
+    pool = ngx_pcalloc(cf->pool, sizeof(ngx_http_scale_redis_pool_t));
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    pool->name = *name;
+    pool->database = NGX_CONF_UNSET;
+    pool->connect_timeout = NGX_CONF_UNSET_MSEC;
+    pool->timeout = NGX_CONF_UNSET_MSEC;
+    pool->nconnections = NGX_CONF_UNSET_UINT;
+    pool->file = cf->conf_file->file.name.data;
+    pool->line = cf->conf_file->line;
+
+    pp = ngx_array_push(&rcf->pools);
+    if (pp == NULL) {
+        return NULL;
+    }
+
+    *pp = pool;
+
+    return pool;
+}
+
+
+char *
+ngx_http_scale_redis_pool_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char                         *rv;
+    ngx_str_t                    *value;
+    ngx_conf_t                    save;
+    ngx_http_scale_redis_pool_t  *pool;
+
+    value = cf->args->elts;
+
+    pool = ngx_http_scale_redis_pool_get(cf, &value[1]);
+    if (pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (pool->defined) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate redis_pool \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    pool->defined = 1;
+
+    save = *cf;
+    cf->handler = ngx_http_scale_redis_pool_directive;
+    cf->handler_conf = (void *) pool;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = save;
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (pool->server.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no \"server\" in redis_pool \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_value(pool->database, 0);
+    ngx_conf_init_msec_value(pool->connect_timeout, 1000);
+    ngx_conf_init_msec_value(pool->timeout, 100);
+    ngx_conf_init_uint_value(pool->nconnections, 1);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_scale_redis_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy,
+    void *conf)
+{
+    ngx_http_scale_redis_pool_t  *pool = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, *name;
+    ngx_msec_t   ms, *msp;
+
+    value = cf->args->elts;
+    name = &value[0];
+
+    if (cf->args->nelts != 2) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of arguments in \"%V\" "
+                           "directive of redis_pool", name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_strcmp(name->data, "server") == 0) {
+        if (pool->server.len) {
+            return "is duplicate";
+        }
+
+        return ngx_http_scale_redis_parse_server(cf, pool, &value[1]);
+    }
+
+    if (ngx_strcmp(name->data, "username") == 0) {
+        pool->username = value[1];
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(name->data, "password") == 0) {
+        pool->password = value[1];
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(name->data, "database") == 0) {
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid database \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        pool->database = n;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(name->data, "connections") == 0) {
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n == NGX_ERROR || n < 1 || n > 64) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid connections \"%V\", "
+                               "must be 1 to 64", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        pool->nconnections = n;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(name->data, "timeout") == 0) {
+        msp = &pool->timeout;
+
+    } else if (ngx_strcmp(name->data, "connect_timeout") == 0) {
+        msp = &pool->connect_timeout;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown directive \"%V\" in redis_pool", name);
+        return NGX_CONF_ERROR;
+    }
+
+    ms = ngx_parse_time(&value[1], 0);
+    if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %V \"%V\"", name, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    *msp = ms;
+
+    return NGX_CONF_OK;
+}
+
+
+/* "host:port" or "unix:/path": resolved once, here */
+
+static char *
+ngx_http_scale_redis_parse_server(ngx_conf_t *cf,
+    ngx_http_scale_redis_pool_t *pool, ngx_str_t *value)
+{
+    size_t      len;
+    u_char     *host;
+    ngx_url_t   u;
+
+    pool->server = *value;
+
+    if (value->len > 5 && ngx_strncmp(value->data, "unix:", 5) == 0) {
+        len = value->len - 5;
+        pool->unix_path = ngx_pnalloc(cf->pool, len + 1);
+        if (pool->unix_path == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(pool->unix_path, value->data + 5, len + 1);
+        return NGX_CONF_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *value;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in redis_pool server \"%V\"", u.err, value);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no address for redis_pool server \"%V\"", value);
+        return NGX_CONF_ERROR;
+    }
+
+    host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (host == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, host,
+                        NGX_SOCKADDR_STRLEN, 0);
+    host[len] = '\0';
+
+    /* hiredis wants a bare IPv6 address */
+    if (host[0] == '[') {
+        host[len - 1] = '\0';
+        host++;
+    }
+
+    pool->host = host;
+    pool->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_scale_redis_init_conf(ngx_conf_t *cf, ngx_http_scale_redis_conf_t *rcf)
+{
+    ngx_uint_t                     i;
+    ngx_http_scale_redis_pool_t  **pools;
+
+    pools = rcf->pools.elts;
+
+    for (i = 0; i < rcf->pools.nelts; i++) {
+        if (!pools[i]->defined) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown redis_pool \"%V\" in %s:%ui",
+                          &pools[i]->name, pools[i]->file, pools[i]->line);
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_scale_redis_add_series(cf, pools[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_scale_redis_add_series(ngx_conf_t *cf,
+    ngx_http_scale_redis_pool_t *pool)
+{
+    ngx_int_t   slot;
+    ngx_str_t   name, labels;
+    ngx_uint_t  k;
+
+    static ngx_str_t  up = ngx_string("nginx_redis_up");
+    static ngx_str_t  up_help = ngx_string(
+                          "Whether this worker's connection to the pool "
+                          "answers PING (1) or not (0).");
+    static ngx_str_t  commands = ngx_string("nginx_redis_commands_total");
+    static ngx_str_t  commands_help = ngx_string(
+                          "Commands sent to the pool.");
+    static ngx_str_t  errors = ngx_string("nginx_redis_errors_total");
+    static ngx_str_t  errors_help = ngx_string(
+                          "Commands that failed, by kind of failure.");
+    static ngx_str_t  duration = ngx_string(
+                          "nginx_redis_command_duration_seconds");
+    static ngx_str_t  duration_help = ngx_string(
+                          "Round trip time of commands to the pool.");
+
+    if (ngx_http_scale_label_escape(cf->pool, &pool->name, &name) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    labels.data = ngx_pnalloc(cf->pool, name.len + sizeof("pool=\"\""));
+    if (labels.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    labels.len = ngx_sprintf(labels.data, "pool=\"%V\"", &name) - labels.data;
+
+    slot = ngx_http_scale_series_add(cf, &up, &up_help, NGX_HTTP_SCALE_GAUGE,
+                                     &labels);
+    if (slot == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    pool->up_slot = slot;
+
+    slot = ngx_http_scale_series_add(cf, &commands, &commands_help,
+                                     NGX_HTTP_SCALE_COUNTER, &labels);
+    if (slot == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    pool->commands_slot = slot;
+
+    slot = ngx_http_scale_series_add(cf, &duration, &duration_help,
+                                     NGX_HTTP_SCALE_HISTOGRAM, &labels);
+    if (slot == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    pool->duration_slot = slot;
+
+    for (k = NGX_HTTP_SCALE_REDIS_CONNECT; k < NGX_HTTP_SCALE_REDIS_NKINDS; k++)
+    {
+        labels.data = ngx_pnalloc(cf->pool, name.len + 64);
+        if (labels.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        labels.len = ngx_sprintf(labels.data, "pool=\"%V\",kind=\"%s\"",
+                                 &name, ngx_http_scale_redis_kind_names[k])
+                     - labels.data;
+
+        slot = ngx_http_scale_series_add(cf, &errors, &errors_help,
+                                         NGX_HTTP_SCALE_COUNTER, &labels);
+        if (slot == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        pool->errors_slot[k] = slot;
+    }
+
+    return NGX_OK;
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a step needs, only those that are missing.
+#   scripts/deps.sh build|test|valgrind|bench|demo|fuzz ...
+set -eu
+
+pkgs=()
+for step in "$@"; do
+    case $step in
+    build)    pkgs+=(build-essential nginx nginx-dev libhiredis-dev libjansson-dev
+                     libssl-dev libpcre3-dev zlib1g-dev) ;;
+    test)     pkgs+=(redis-server redis-tools curl libtest-base-perl libtext-diff-perl
+                     liblist-moreutils-perl libtest-longstring-perl liburi-perl
+                     libhttp-message-perl libipc-run-perl prometheus nodejs npm) ;;
+    valgrind) pkgs+=(valgrind) ;;
+    bench)    pkgs+=(wrk redis-server redis-tools curl libnginx-mod-http-lua
+                     lua-nginx-redis) ;;
+    demo)     pkgs+=(redis-server redis-tools curl haproxy nodejs npm) ;;
+    fuzz)     pkgs+=(clang libclang-rt-14-dev) ;;
+    *)        echo "deps.sh: unknown step $step" >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' \
+        || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt_get() { if [ "$(id -u)" = 0 ]; then apt-get "$@"; else sudo apt-get "$@"; fi; }
+apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+    apt_get update -qq >/dev/null
+    apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
