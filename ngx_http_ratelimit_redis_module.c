@@ -161,7 +161,7 @@ static ngx_conf_num_bounds_t  ngx_http_ratelimit_redis_status_bounds = {
 static ngx_command_t  ngx_http_ratelimit_redis_commands[] = {
 
     { ngx_string("ratelimit_redis_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE4,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_ratelimit_redis_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,

@@ -73,6 +73,8 @@ static void ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r,
 static void ngx_http_scale_redis_deliver(ngx_http_scale_redis_token_t *t,
     ngx_int_t rc, redisReply *reply);
 static void ngx_http_scale_redis_command_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_http_scale_redis_log_burst(
+    ngx_http_scale_redis_pool_t *pool);
 static void ngx_http_scale_redis_request_cleanup(void *data);
 static ngx_http_scale_redis_token_t *ngx_http_scale_redis_token_alloc(void);
 static void ngx_http_scale_redis_token_free(ngx_http_scale_redis_token_t *t);
@@ -203,6 +205,7 @@ ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     int                            n, i;
     size_t                        *lens;
+    ngx_int_t                      skipped;
     const char                   **args;
     ngx_http_request_t            *req;
     ngx_http_scale_redis_pool_t   *pool;
@@ -266,10 +269,16 @@ ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         ngx_http_scale_counter_add(
                               pool->errors_slot[NGX_HTTP_SCALE_REDIS_REPLY], 1);
 
-        if (req) {
+        skipped = req ? ngx_http_scale_redis_log_burst(pool) : NGX_DECLINED;
+
+        if (skipped != NGX_DECLINED) {
             ngx_log_error(NGX_LOG_ERR, req->connection->log, 0,
-                          "redis pool \"%V\" error: %*s", &pool->name,
-                          (size_t) reply->len, reply->str);
+                          "redis pool \"%V\" error: %*s, "
+                          "%i similar errors not logged", &pool->name,
+                          (size_t) reply->len, reply->str, skipped);
+        }
+
+        if (req) {
             ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_REPLY, reply);
         }
 
@@ -310,15 +319,46 @@ ngx_http_scale_redis_command_timeout(ngx_event_t *ev)
 {
     ngx_http_scale_redis_token_t  *t = ev->data;
 
-    ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                  "redis pool \"%V\" timed out after %M ms",
-                  &t->pool->name, t->pool->timeout);
+    ngx_int_t                      skipped;
+
+    skipped = ngx_http_scale_redis_log_burst(t->pool);
+
+    if (skipped != NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "redis pool \"%V\" timed out after %M ms, "
+                      "%i similar errors not logged",
+                      &t->pool->name, t->pool->timeout, skipped);
+    }
 
     ngx_http_scale_counter_add(
                          t->pool->errors_slot[NGX_HTTP_SCALE_REDIS_TIMEOUT], 1);
 
     /* the token stays with hiredis until the late reply arrives */
     ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_TIMEOUT, NULL);
+}
+
+
+/*
+ * A failing Redis fails every request: log the first failure of a burst,
+ * then at most one a second.
+ */
+
+static ngx_int_t
+ngx_http_scale_redis_log_burst(ngx_http_scale_redis_pool_t *pool)
+{
+    ngx_int_t  skipped;
+
+    if ((ngx_msec_int_t) (ngx_current_msec - pool->quiet_until) < 0) {
+        pool->suppressed++;
+        return NGX_DECLINED;
+    }
+
+    pool->quiet_until = ngx_current_msec + 1000;
+
+    skipped = pool->suppressed;
+    pool->suppressed = 0;
+
+    return skipped;
 }
 
 
@@ -1243,7 +1283,7 @@ ngx_http_scale_redis_pool_block(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (pool->server.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "no \"server\" in redis_pool \"%V\"", &value[1]);
+                           "no \"server\" in redis_pool \"%V\"", &pool->name);
         return NGX_CONF_ERROR;
     }
 

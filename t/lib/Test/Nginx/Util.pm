@@ -160,7 +160,16 @@ sub is_str (@) {
     return is_string($got, $expected, $desc);
 }
 
-sub is_running ($) { my $pid = shift; return $pid && kill 0, $pid }
+# alive and not a zombie (an exited daemon may wait a while to be reaped)
+sub is_running ($) {
+    my $pid = shift;
+    return 0 unless $pid && kill 0, $pid;
+    if (open my $in, '<', "/proc/$pid/stat") {
+        my $stat = <$in> // '';
+        return 0 if $stat =~ /\)\s+Z/;
+    }
+    return 1;
+}
 
 sub parse_time ($) {
     my $tm = shift;

@@ -1,0 +1,44 @@
+
+/*
+ * session_redis: session cookie parsing and signature checks.
+ *
+ * Pure functions on ngx_str_t: no request, no pool, no logging, so the
+ * fuzzer links them without the rest of nginx.
+ */
+
+
+#ifndef _NGX_HTTP_SESSION_REDIS_COOKIE_H_INCLUDED_
+#define _NGX_HTTP_SESSION_REDIS_COOKIE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+/* longer cookie values are invalid without being looked at */
+#define NGX_HTTP_SESSION_REDIS_VALUE_MAX  4096
+/* session ids, after URL decoding */
+#define NGX_HTTP_SESSION_REDIS_ID_MAX     128
+
+
+/*
+ * Both return NGX_OK with id set, or NGX_DECLINED for a cookie that is
+ * malformed or forged.  The express parser decodes into buf, which must
+ * hold value->len bytes; id points into buf.
+ */
+ngx_int_t ngx_http_session_redis_plain_id(ngx_str_t *value, ngx_str_t *id);
+ngx_int_t ngx_http_session_redis_express_id(ngx_str_t *value, u_char *buf,
+    ngx_str_t *secrets, ngx_uint_t nsecrets, ngx_str_t *id);
+
+/* cookie-signature: base64 (standard, no '=') of HMAC-SHA256(secret, id) */
+#define NGX_HTTP_SESSION_REDIS_SIG_LEN    43
+
+ngx_int_t ngx_http_session_redis_sign(ngx_str_t *secret, u_char *data,
+    size_t len, u_char *sig);
+
+/* ISO-8601 UTC as Date.prototype.toISOString() writes it, to ms */
+ngx_int_t ngx_http_session_redis_parse_time(u_char *p, size_t len,
+    int64_t *ms);
+
+
+#endif /* _NGX_HTTP_SESSION_REDIS_COOKIE_H_INCLUDED_ */
