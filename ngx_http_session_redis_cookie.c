@@ -148,8 +148,8 @@ ngx_http_session_redis_sign(ngx_str_t *secret, u_char *data, size_t len,
 static ngx_int_t
 ngx_http_session_redis_unescape(ngx_str_t *value, u_char *buf, size_t *len)
 {
-    u_char  *p, *last, *d, c, ch;
-    ngx_uint_t  i;
+    u_char      *p, *last, *d, c, ch;
+    ngx_uint_t   i;
 
     p = value->data;
     last = p + value->len;

@@ -1,0 +1,330 @@
+# ratelimit_redis under failure and load: scenarios that need their own
+# Redis and nginx processes (pause, restart, two instances, reload), so
+# this file drives them itself with Test::More.  Loopback only; every loop
+# is bounded in count and time.
+
+use strict;
+use warnings;
+use Test::More;
+use File::Temp qw(tempdir);
+use Time::HiRes qw(time sleep);
+use IO::Socket::INET;
+use POSIX qw(WNOHANG);
+
+my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+my ($so) = grep { /ngx_http_scale_module\.so$/ }
+           split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} || '');
+
+plan skip_all => 'TEST_NGINX_LOAD_MODULES does not name the module' unless $so;
+plan skip_all => 'redis-server not found' if system('command -v redis-server >/dev/null') != 0;
+
+my $work = tempdir('rl-resilience.XXXXXX', TMPDIR => 1, CLEANUP => 1);
+my %redis;     # port => pid
+my @nginx;     # prefixes
+
+sub free_port {
+    for (1 .. 100) {
+        my $p = 40000 + int(rand(20000));
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p,
+                                      Proto => 'tcp', ReuseAddr => 0);
+        next unless $s;
+        close $s;
+        return $p;
+    }
+    die "no free port";
+}
+
+sub redis_cli { my $port = shift; my $cmd = join ' ', @_; return `redis-cli -p $port $cmd 2>/dev/null`; }
+
+sub start_redis {
+    my $port = shift;
+    my $pid = fork // die;
+    if ($pid == 0) {
+        open STDOUT, '>', "$work/redis-$port.log";
+        open STDERR, '>&', \*STDOUT;
+        { exec 'redis-server', '--port', $port, '--bind', '127.0.0.1', '--save', '',
+               '--appendonly', 'no', '--dir', $work, '--enable-debug-command', 'yes' }
+        POSIX::_exit(1);
+    }
+    $redis{$port} = $pid;
+    for (1 .. 50) { return if redis_cli($port, 'ping') =~ /PONG/; sleep 0.1 }
+    die "redis on $port did not start";
+}
+
+sub stop_redis {
+    my $port = shift;
+    redis_cli($port, 'shutdown nosave');
+    my $pid = delete $redis{$port} or return;
+    for (1 .. 50) { last if waitpid($pid, WNOHANG); sleep 0.05 }
+    kill 'KILL', $pid;
+}
+
+sub start_nginx {
+    my ($name, $http, %o) = @_;
+    my $d = "$work/$name";
+    mkdir $d; mkdir "$d/logs";
+    open my $f, '>', "$d/nginx.conf" or die;
+    my $workers = $o{workers} || 1;
+    print $f <<"_EOC_";
+load_module $so;
+worker_processes $workers;
+pid $d/logs/nginx.pid;
+error_log $d/logs/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $d/body; proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+$http
+}
+_EOC_
+    close $f;
+    system("$nginx -p $d -c $d/nginx.conf") == 0 or die "nginx $name did not start";
+    for (1 .. 50) { last if -s "$d/logs/nginx.pid"; sleep 0.1 }
+    push @nginx, $d;
+    sleep 0.3;   # workers connect to Redis
+    return $d;
+}
+
+sub nginx_signal {
+    my ($d, $sig) = @_;
+    system("$nginx -p $d -c $d/nginx.conf -s $sig 2>/dev/null");
+}
+
+sub stop_nginx {
+    my $d = shift;
+    open my $f, '<', "$d/logs/nginx.pid" or return;
+    my $pid = <$f>; chomp $pid;
+    kill 'QUIT', $pid;
+    for (1 .. 100) { last unless kill 0, $pid; sleep 0.05 }
+    @nginx = grep { $_ ne $d } @nginx;
+}
+
+# GET: returns (status, seconds); status 0 when the request failed
+sub get {
+    my ($url, $timeout) = @_;
+    $timeout ||= 5;
+    my $out = `curl -s -o /dev/null -m $timeout -w '%{http_code} %{time_total}' '$url'`;
+    my ($code, $t) = split ' ', $out;
+    return ($code || 0, $t || 0);
+}
+
+sub errlog_clean {
+    my ($d, $what) = @_;
+    open my $f, '<', "$d/logs/error.log" or return fail("$what: no error log");
+    my @bad = grep { /\[(alert|emerg|crit)\]|exited on signal \d+|core dumped|open socket/ } <$f>;
+    ok(!@bad, "$what: error log has no [alert], [emerg], [crit] or crash")
+        or diag(join '', @bad[0 .. ($#bad < 4 ? $#bad : 4)]);
+}
+
+sub errlog_has {
+    my ($d, $re) = @_;
+    open my $f, '<', "$d/logs/error.log" or return 0;
+    return scalar grep { /$re/ } <$f>;
+}
+
+# keep away from a window boundary of $win seconds on Redis' clock
+sub wait_window {
+    my ($port, $win, $margin) = @_;
+    for (1 .. 120) {
+        my ($now) = split /\n/, redis_cli($port, 'time');
+        my $pos = $now % $win;
+        return if $pos >= 1 && $win - $pos > $margin;
+        sleep 0.5;
+    }
+}
+
+sub evalsha_calls {
+    my $port = shift;
+    my ($n) = redis_cli($port, 'info commandstats') =~ /cmdstat_evalsha:calls=(\d+)/;
+    return $n || 0;
+}
+
+# children (fork) leave through POSIX::_exit, so only the parent gets here
+END {
+    stop_nginx($_) for @nginx;
+    stop_redis($_) for keys %redis;
+}
+
+my $rp = free_port();
+start_redis($rp);
+
+my $port = free_port();
+my $d = start_nginx('one', <<"_EOC_");
+    redis_pool main { server 127.0.0.1:$rp; timeout 3s; connect_timeout 200ms; }
+    redis_pool fast { server 127.0.0.1:$rp; timeout 100ms; connect_timeout 100ms; }
+    ratelimit_redis_zone \$arg_k zone=slow rate=1000r/s pool=main;
+    ratelimit_redis_zone \$arg_k zone=z rate=5r/m pool=fast;
+    ratelimit_redis_zone \$arg_k zone=flood rate=1r/m pool=fast;
+    server {
+        listen 127.0.0.1:$port;
+        location = /limited { ratelimit_redis zone=slow; empty_gif; }
+        location = /plain   { empty_gif; }
+        location = /open    { ratelimit_redis zone=z; empty_gif; }
+        location = /closed  { ratelimit_redis zone=z; ratelimit_redis_fail_open off; empty_gif; }
+        location = /flood   { ratelimit_redis zone=flood; empty_gif; }
+    }
+_EOC_
+my $u = "http://127.0.0.1:$port";
+
+# 1. A worker never blocks: Redis asleep, the single worker still serves.
+{
+    is((get("$u/limited?k=warm"))[0], 200, 'warm-up');
+    system("redis-cli -p $rp debug sleep 1.5 >/dev/null 2>&1 &");
+    sleep 0.15;
+    my $pid = fork // die;
+    if ($pid == 0) {
+        my ($c, $t) = get("$u/limited?k=w", 5);
+        open my $f, '>', "$work/limited.out"; print $f "$c $t\n"; close $f;
+        POSIX::_exit(0);
+    }
+    sleep 0.1;
+    my $worst = 0;
+    for (1 .. 5) {
+        my ($c, $t) = get("$u/plain", 2);
+        is($c, 200, "plain request $_ while Redis sleeps");
+        $worst = $t if $t > $worst;
+    }
+    waitpid $pid, 0;
+    open my $f, '<', "$work/limited.out"; my ($lc, $lt) = split ' ', <$f>;
+    cmp_ok($worst, '<', 0.2, "plain requests answer at once while Redis sleeps (worst ${worst}s)");
+    is($lc, 200, 'the limited request is answered once Redis wakes');
+    cmp_ok($lt, '>', 0.8, "the limited request waited for Redis (${lt}s)");
+    sleep 1.5;
+}
+
+# 2. Redis paused: each request waits about the pool timeout, then fails open.
+{
+    system("redis-cli -p $rp debug sleep 1.5 >/dev/null 2>&1 &");
+    sleep 0.15;
+    my $worst = 0;
+    for (1 .. 5) {
+        my ($c, $t) = get("$u/open?k=p$_", 2);
+        is($c, 200, "paused Redis, fail_open on: request $_ admitted");
+        $worst = $t if $t > $worst;
+    }
+    cmp_ok($worst, '<', 0.5, "paused Redis: requests bounded by the 100ms timeout (worst ${worst}s)");
+    my ($c) = get("$u/closed?k=pc", 2);
+    is($c, 503, 'paused Redis, fail_open off: 503');
+    sleep 1.6;
+    ok(errlog_has($d, qr/redis pool "fast" timed out after 100 ms/), 'timeouts are logged');
+}
+
+# 3. Client disconnects while waiting: tokens detach, nothing breaks.
+{
+    system("redis-cli -p $rp debug sleep 1 >/dev/null 2>&1 &");
+    sleep 0.1;
+    my @pids;
+    for my $i (1 .. 20) {
+        my $pid = fork // die;
+        if ($pid == 0) { get("$u/limited?k=gone$i", 0.2); POSIX::_exit(0) }
+        push @pids, $pid;
+    }
+    waitpid $_, 0 for @pids;
+    sleep 1.2;
+    is((get("$u/limited?k=after"))[0], 200, 'after 20 clients left mid-wait, requests are served');
+    ok(errlog_has($d, qr/client prematurely closed connection/),
+       'nginx noticed the clients leaving');
+}
+
+# 4. Deny cache: a flood against one rejected key reaches Redis once.
+{
+    wait_window($rp, 60, 5);
+    is((get("$u/flood?k=hot"))[0], 200, 'first request of the hot key admitted');
+    my $before = evalsha_calls($rp);
+    my %codes;
+    $codes{(get("$u/flood?k=hot"))[0]}++ for 1 .. 200;
+    my $calls = evalsha_calls($rp) - $before;
+    is($codes{429} || 0, 200, '200 requests of a rejected key: all 429');
+    cmp_ok($calls, '<=', 1, "and they cost $calls Redis round trip(s)");
+}
+
+# 5. NOSCRIPT after SCRIPT FLUSH: the script is loaded again, no error.
+{
+    redis_cli($rp, 'script flush');
+    is((get("$u/open?k=noscript"))[0], 200, 'request after SCRIPT FLUSH admitted');
+    ok(errlog_has($d, qr/lost its scripts, loading again/), 'NOSCRIPT recovery logged');
+    my ($c) = get("$u/closed?k=noscript");
+    is($c, 200, 'the next request uses EVALSHA again');
+}
+
+# 6. Redis killed: fail open fast / 503; restarted: limiting resumes by itself.
+{
+    stop_redis($rp);
+    my $t0 = time;
+    my %codes;
+    $codes{(get("$u/open?k=down"))[0]}++ for 1 .. 50;
+    my $el = time - $t0;
+    is($codes{200} || 0, 50, 'Redis down, fail_open on: 50 of 50 admitted');
+    cmp_ok($el, '<', 3, sprintf('Redis down: 50 requests in %.2fs (no waiting)', $el));
+    is((get("$u/closed?k=down"))[0], 503, 'Redis down, fail_open off: 503');
+    start_redis($rp);
+    sleep 2.5;
+    wait_window($rp, 60, 5);
+    my @codes = map { (get("$u/open?k=back"))[0] } 1 .. 6;
+    is("@codes", "200 200 200 200 200 429", 'limiting resumes after Redis comes back');
+    ok(errlog_has($d, qr/redis pool "fast" is down/), 'the pool going down is logged');
+}
+
+errlog_clean($d, 'single instance');
+
+# 7. Two nginx instances share one Redis: together they admit the limit exactly.
+{
+    my ($pa, $pb) = (free_port(), free_port());
+    my $conf = sub {
+        my $p = shift;
+        return <<"_EOC_";
+    redis_pool main { server 127.0.0.1:$rp; timeout 1s; }
+    ratelimit_redis_zone \$arg_k zone=shared rate=100r/m pool=main;
+    server { listen 127.0.0.1:$p; location = /t { ratelimit_redis zone=shared; empty_gif; } }
+_EOC_
+    };
+    my $da = start_nginx('a', $conf->($pa), workers => 2);
+    my $db = start_nginx('b', $conf->($pb), workers => 2);
+    wait_window($rp, 60, 10);
+    my %codes;
+    for my $i (1 .. 200) {
+        my $p = $i % 2 ? $pa : $pb;
+        $codes{(get("http://127.0.0.1:$p/t?k=two"))[0]}++;
+    }
+    is($codes{200} || 0, 100, 'two instances, 200 requests at 100/min: 100 admitted');
+    is($codes{429} || 0, 100, '... and 100 rejected');
+    errlog_clean($da, 'instance a');
+    errlog_clean($db, 'instance b');
+
+    # 8. Reload under traffic: no failed request, no leaked socket.
+    my $pid = fork // die;
+    if ($pid == 0) {
+        my ($bad, $n) = (0, 0);
+        my $end = time + 3;
+        while (time < $end && $n < 3000) {
+            my ($c) = get("http://127.0.0.1:$pa/t?k=reload$n", 2);
+            $bad++ unless $c == 200 || $c == 429;
+            $n++;
+        }
+        open my $f, '>', "$work/reload.out"; print $f "$bad $n\n"; close $f;
+        POSIX::_exit(0);
+    }
+    for (1 .. 3) { sleep 0.7; nginx_signal($da, 'reload') }
+    waitpid $pid, 0;
+    open my $f, '<', "$work/reload.out"; my ($bad, $n) = split ' ', <$f>;
+    cmp_ok($n, '>', 50, "traffic during reloads ($n requests)");
+    is($bad, 0, 'no request failed across 3 reloads');
+
+    # 9. Graceful quit while Redis holds a command: the worker exits cleanly.
+    system("redis-cli -p $rp debug sleep 0.8 >/dev/null 2>&1 &");
+    sleep 0.1;
+    my $q = fork // die;
+    if ($q == 0) { get("http://127.0.0.1:$pa/t?k=quit", 3); POSIX::_exit(0) }
+    sleep 0.1;
+    my $t0 = time;
+    stop_nginx($da);
+    my $el = time - $t0;
+    waitpid $q, 0;
+    cmp_ok($el, '<', 4, sprintf('nginx -s quit with a command in flight exits in %.2fs', $el));
+    sleep 1;
+    errlog_clean($da, 'instance a after reloads and quit');
+    stop_nginx($db);
+}
+
+done_testing();
