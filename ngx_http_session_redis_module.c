@@ -753,6 +753,10 @@ ngx_http_session_redis_done(ngx_http_request_t *r,
 
     ctx->status = status;
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "session_redis: %V",
+                   &ngx_http_session_redis_status_names[status]);
+
     ngx_http_scale_counter_add(smcf->slots[status], 1);
 
     if (status == NGX_HTTP_SESSION_REDIS_VALID) {

@@ -43,6 +43,8 @@ redis('set', 't200_15:abc', $Alice);
 redis('set', 't200_16:abc', $Alice);
 redis('set', 't200_17:abc', $Alice);
 redis('set', 't200_18:abc', $Alice);
+redis('set', 't200_19:abc', $Alice);
+redis('set', 't200_19:old', '{"cookie":{"expires":"2001-01-01T00:00:00.000Z"}}');
 
 run_tests();
 
@@ -590,6 +592,52 @@ X-Session: INVALID
 ["Cookie: sid=", "Cookie: sid=abc"]
 --- error_code eval
 [401, 200]
+--- no_error_log
+[alert]
+[emerg]
+[error]
+
+
+
+=== TEST 19: nginx_session_redis_requests_total counts each result once
+--- http_config
+    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
+    redis_pool down { server 127.0.0.1:1; connect_timeout 100ms; }
+--- config
+    location /t {
+        session_redis main;
+        session_redis_key_prefix t200_19:;
+        session_redis_required off;
+        error_page 401 = /echo;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/echo;
+    }
+    location /down {
+        session_redis down;
+        session_redis_fail_open on;
+        session_redis_required off;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/echo;
+    }
+    location = /echo {
+        return 200 "reached\n";
+    }
+    location = /metrics {
+        health_metrics;
+    }
+--- pipelined_requests eval
+["GET /t", "GET /t", "GET /t", "GET /t", "GET /t", "GET /t", "GET /down",
+ "GET /metrics"]
+--- more_headers eval
+["Cookie: sid=abc", "Cookie: sid=abc", "", "Cookie: sid=nope",
+ "Cookie: sid=a.b", "Cookie: sid=old", "Cookie: sid=abc", ""]
+--- response_body_like eval
+[("reached\n") x 7,
+ do {
+     my $p = join '', map { "nginx_session_redis_requests_total"
+                            . "\\{result=\"$_->[0]\"\\} $_->[1]\\n" }
+             [valid => 2], [missing => 2], [invalid => 1], [expired => 1],
+             [error => 1];
+     qr/$p/
+ }]
 --- no_error_log
 [alert]
 [emerg]
