@@ -632,7 +632,7 @@ X-Session: INVALID
 --- response_body_like eval
 [("reached\n") x 7,
  do {
-     my $p = join '', map { "nginx_session_redis_requests_total"
+     my $p = CORE::join '', map { "nginx_session_redis_requests_total"
                             . "\\{result=\"$_->[0]\"\\} $_->[1]\\n" }
              [valid => 2], [missing => 2], [invalid => 1], [expired => 1],
              [error => 1];
