@@ -1,0 +1,154 @@
+# Helpers for the t/ scripts that drive their own Redis and nginx processes
+# (Test::More, not Test::Nginx): private prefixes, free loopback ports,
+# cleanup at exit.  Loaded with: require "$FindBin::Bin/helpers/scale.pl";
+# Children made with fork must leave through POSIX::_exit.
+
+use strict;
+use warnings;
+use Test::More;
+use File::Temp qw(tempdir);
+use Time::HiRes qw(time sleep);
+use IO::Socket::INET;
+use POSIX qw(WNOHANG);
+
+our ($nginx, $so, $work, %redis, @nginx);
+
+$nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+($so) = grep { /ngx_http_scale_module\.so$/ }
+           split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} || '');
+
+sub need_module_and_redis {
+    plan skip_all => 'TEST_NGINX_LOAD_MODULES does not name the module' unless $so;
+    plan skip_all => 'redis-server not found'
+        if system('command -v redis-server >/dev/null') != 0;
+}
+
+$work = tempdir('nginx-scale-t.XXXXXX', TMPDIR => 1, CLEANUP => 1);
+
+
+sub free_port {
+    for (1 .. 100) {
+        my $p = 40000 + int(rand(20000));
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p,
+                                      Proto => 'tcp', ReuseAddr => 0);
+        next unless $s;
+        close $s;
+        return $p;
+    }
+    die "no free port";
+}
+
+sub redis_cli { my $port = shift; my $cmd = join ' ', @_; return `redis-cli -p $port $cmd 2>/dev/null`; }
+
+sub start_redis {
+    my $port = shift;
+    my $pid = fork // die;
+    if ($pid == 0) {
+        open STDOUT, '>', "$work/redis-$port.log";
+        open STDERR, '>&', \*STDOUT;
+        { exec 'redis-server', '--port', $port, '--bind', '127.0.0.1', '--save', '',
+               '--appendonly', 'no', '--dir', $work, '--enable-debug-command', 'yes' }
+        POSIX::_exit(1);
+    }
+    $redis{$port} = $pid;
+    for (1 .. 50) { return if redis_cli($port, 'ping') =~ /PONG/; sleep 0.1 }
+    die "redis on $port did not start";
+}
+
+sub stop_redis {
+    my $port = shift;
+    redis_cli($port, 'shutdown nosave');
+    my $pid = delete $redis{$port} or return;
+    for (1 .. 50) { last if waitpid($pid, WNOHANG); sleep 0.05 }
+    kill 'KILL', $pid;
+}
+
+sub start_nginx {
+    my ($name, $http, %o) = @_;
+    my $d = "$work/$name";
+    mkdir $d; mkdir "$d/logs";
+    open my $f, '>', "$d/nginx.conf" or die;
+    my $workers = $o{workers} || 1;
+    print $f <<"_EOC_";
+load_module $so;
+worker_processes $workers;
+pid $d/logs/nginx.pid;
+error_log $d/logs/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $d/body; proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+$http
+}
+_EOC_
+    close $f;
+    system("$nginx -p $d -c $d/nginx.conf") == 0 or die "nginx $name did not start";
+    for (1 .. 50) { last if -s "$d/logs/nginx.pid"; sleep 0.1 }
+    push @nginx, $d;
+    sleep 0.3;   # workers connect to Redis
+    return $d;
+}
+
+sub nginx_signal {
+    my ($d, $sig) = @_;
+    system("$nginx -p $d -c $d/nginx.conf -s $sig 2>/dev/null");
+}
+
+sub stop_nginx {
+    my $d = shift;
+    open my $f, '<', "$d/logs/nginx.pid" or return;
+    my $pid = <$f>; chomp $pid;
+    kill 'QUIT', $pid;
+    for (1 .. 100) { last unless kill 0, $pid; sleep 0.05 }
+    @nginx = grep { $_ ne $d } @nginx;
+}
+
+# GET: returns (status, seconds); status 0 when the request failed
+sub get {
+    my ($url, $timeout) = @_;
+    $timeout ||= 5;
+    my $out = `curl -s -o /dev/null -m $timeout -w '%{http_code} %{time_total}' '$url'`;
+    my ($code, $t) = split ' ', $out;
+    return ($code || 0, $t || 0);
+}
+
+sub errlog_clean {
+    my ($d, $what) = @_;
+    open my $f, '<', "$d/logs/error.log" or return fail("$what: no error log");
+    my @bad = grep { /\[(alert|emerg|crit)\]|exited on signal \d+|core dumped|open socket/ } <$f>;
+    ok(!@bad, "$what: error log has no [alert], [emerg], [crit] or crash")
+        or diag(join '', @bad[0 .. ($#bad < 4 ? $#bad : 4)]);
+}
+
+sub errlog_has {
+    my ($d, $re) = @_;
+    open my $f, '<', "$d/logs/error.log" or return 0;
+    return scalar grep { /$re/ } <$f>;
+}
+
+# keep away from a window boundary of $win seconds on Redis' clock
+sub wait_window {
+    my ($port, $win, $margin) = @_;
+    for (1 .. 120) {
+        my ($now) = split /\n/, redis_cli($port, 'time');
+        my $pos = $now % $win;
+        return if $pos >= 1 && $win - $pos > $margin;
+        sleep 0.5;
+    }
+}
+
+sub evalsha_calls {
+    my $port = shift;
+    my ($n) = redis_cli($port, 'info commandstats') =~ /cmdstat_evalsha:calls=(\d+)/;
+    return $n || 0;
+}
+
+# children (fork) leave through POSIX::_exit, so only the parent gets here
+END {
+    stop_nginx($_) for @nginx;
+    stop_redis($_) for keys %redis;
+}
+
+
+1;
