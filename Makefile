@@ -7,6 +7,7 @@
 # make NGINX_SRC=/path/nginx   builds against any nginx source tree (--with-compat)
 
 BUILD     ?= $(CURDIR)/build
+FUZZ_SECONDS ?= 600
 NGINX_SRC ?=
 NGINX     ?= /usr/sbin/nginx
 SO        := $(BUILD)/modules/ngx_http_scale_module.so
@@ -31,9 +32,24 @@ test-valgrind: $(SO)
 	@scripts/deps.sh test valgrind
 	TEST_NGINX_USE_VALGRIND=1 NGINX="$(NGINX)" SO="$(SO)" scripts/test.sh $(T)
 
+demo: $(SO)
+	@scripts/deps.sh demo
+	SO="$(SO)" NGINX="$(NGINX)" examples/demo/run
+
+up: $(SO)
+	@scripts/deps.sh demo
+	SO="$(SO)" NGINX="$(NGINX)" examples/demo/run --up
+
+down:
+	examples/demo/run --down
+
 bench: $(SO)
 	@scripts/deps.sh bench
 	bench/ratelimit
+
+fuzz:
+	@scripts/deps.sh build fuzz
+	BUILD="$(BUILD)" fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD)

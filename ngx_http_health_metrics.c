@@ -209,6 +209,11 @@ ngx_http_health_metrics_handler(ngx_http_request_t *r)
                 }
             }
 
+            /* its updates went to the overflow series */
+            if (!ngx_http_scale_slot_fits(order[i]->slot)) {
+                continue;
+            }
+
             if (ngx_http_health_render_series(&ctx, order[i]) != NGX_OK) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }

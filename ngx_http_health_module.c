@@ -30,6 +30,7 @@ static ngx_int_t ngx_http_health_ready_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_health_checks(ngx_http_request_t *r,
     ngx_array_t *checks);
 static ngx_uint_t ngx_http_health_draining(ngx_http_health_main_conf_t *hmcf);
+static ngx_uint_t ngx_http_health_dir_has(ngx_http_health_main_conf_t *hmcf);
 static ngx_int_t ngx_http_health_ready_json(ngx_http_request_t *r,
     ngx_array_t *checks, ngx_uint_t pass);
 static ngx_int_t ngx_http_health_ready_text(ngx_http_request_t *r,
@@ -365,7 +366,15 @@ ngx_http_health_draining(ngx_http_health_main_conf_t *hmcf)
 
     hmcf->drain_checked = now;
 
-    draining = (ngx_file_info(hmcf->drain_file.data, &fi) != NGX_FILE_ERROR);
+    if (ngx_file_info(hmcf->drain_file.data, &fi) != NGX_FILE_ERROR) {
+        draining = 1;
+
+    } else if (ngx_errno == NGX_EACCES && hmcf->drain_dir != -1) {
+        draining = ngx_http_health_dir_has(hmcf);
+
+    } else {
+        draining = 0;
+    }
 
     if (draining != hmcf->draining || hmcf->drain_since == 0) {
         hmcf->draining = draining;
@@ -373,6 +382,51 @@ ngx_http_health_draining(ngx_http_health_main_conf_t *hmcf)
     }
 
     return draining;
+}
+
+
+/*
+ * A worker that runs as "user" may not search the directory; the master
+ * opened it, and reading an open directory needs no permission.
+ */
+
+static ngx_uint_t
+ngx_http_health_dir_has(ngx_http_health_main_conf_t *hmcf)
+{
+    int             fd;
+    DIR            *dir;
+    size_t          len;
+    ngx_uint_t      found;
+    struct dirent  *de;
+
+    fd = dup(hmcf->drain_dir);
+    if (fd == -1) {
+        return 0;
+    }
+
+    dir = fdopendir(fd);
+    if (dir == NULL) {
+        close(fd);
+        return 0;
+    }
+
+    rewinddir(dir);
+
+    found = 0;
+    len = hmcf->drain_name.len;
+
+    while ((de = readdir(dir)) != NULL) {
+        if (ngx_strlen(de->d_name) == len
+            && ngx_strncmp(de->d_name, hmcf->drain_name.data, len) == 0)
+        {
+            found = 1;
+            break;
+        }
+    }
+
+    closedir(dir);
+
+    return found;
 }
 
 
@@ -733,6 +787,8 @@ ngx_http_health_create_main_conf(ngx_conf_t *cf)
      *     hmcf->order = NULL;
      */
 
+    hmcf->drain_dir = -1;
+
     if (ngx_array_init(&hmcf->upstreams, cf->pool, 2,
                        sizeof(ngx_http_health_upstream_t))
         != NGX_OK)
@@ -846,8 +902,11 @@ ngx_http_health_drain_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_health_main_conf_t *hmcf = conf;
 
-    u_char     *p;
-    ngx_str_t  *value, name;
+    int                       fd;
+    u_char                   *p, *last;
+    ngx_str_t                *value, name;
+    ngx_pool_cleanup_t       *cln;
+    ngx_pool_cleanup_file_t  *clnf;
 
     if (hmcf->drain_file.data) {
         return "is duplicate";
@@ -875,6 +934,42 @@ ngx_http_health_drain_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     hmcf->drain_file.data = p;
 
     *ngx_cpymem(p, name.data, name.len) = '\0';
+
+    /* the directory, for workers that may not search it */
+
+    for (last = p + name.len - 1; last > p && *last != '/'; last--) {
+        /* void */
+    }
+
+    if (last == p) {
+        return NGX_CONF_OK;
+    }
+
+    hmcf->drain_name.data = last + 1;
+    hmcf->drain_name.len = p + name.len - (last + 1);
+
+    *last = '\0';
+    fd = open((char *) p, O_RDONLY|O_DIRECTORY);
+    *last = '/';
+
+    if (fd == -1) {
+        return NGX_CONF_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_pool_cleanup_file_t));
+    if (cln == NULL) {
+        close(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_pool_cleanup_file;
+    clnf = cln->data;
+
+    clnf->fd = fd;
+    clnf->name = p;
+    clnf->log = cf->log;
+
+    hmcf->drain_dir = fd;
 
     return NGX_CONF_OK;
 }

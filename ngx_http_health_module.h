@@ -37,6 +37,8 @@ typedef struct {
 typedef struct {
     ngx_array_t                      upstreams;    /* of upstream_t */
     ngx_str_t                        drain_file;   /* null-terminated */
+    ngx_str_t                        drain_name;   /* its last component */
+    int                              drain_dir;    /* opened by the master */
     ngx_uint_t                       metrics;      /* health_metrics is used */
 
     /* series, registered only when health_metrics is used */

@@ -124,6 +124,7 @@ ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_scale_metrics_shctx_t  *ctx, *octx;
 
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    shpool->log_nomem = 0;
 
     /* data is the previous cycle's conf when the zone is reused */
     octx = data ? shpool->data : NULL;
@@ -155,14 +156,19 @@ ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             return NGX_ERROR;
         }
 
-        ngx_memcpy(okeys, ctx->keys,
-                   nold * sizeof(ngx_http_scale_metrics_key_t));
+        if (nold) {
+            ngx_memcpy(okeys, ctx->keys,
+                       nold * sizeof(ngx_http_scale_metrics_key_t));
+        }
         old = (ngx_atomic_uint_t *) (okeys + nold);
         for (i = 0; i < onslots; i++) {
             old[i] = ctx->slots[i];
         }
 
-        ngx_slab_free(shpool, ctx->keys);
+        if (ctx->keys) {
+            ngx_slab_free(shpool, ctx->keys);
+        }
+
         ngx_slab_free(shpool, (void *) ctx->slots);
 
     } else {
@@ -174,12 +180,12 @@ ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         shpool->data = ctx;
     }
 
+    /* without room for the keys, a reload only loses the old values */
     ctx->nseries = mcf->series.nelts;
     ctx->keys = ngx_slab_calloc(shpool, (ctx->nseries + 1)
-                                        * sizeof(ngx_http_scale_metrics_key_t));
+                                       * sizeof(ngx_http_scale_metrics_key_t));
     if (ctx->keys == NULL) {
-        ngx_free(okeys);
-        return NGX_ERROR;
+        ctx->nseries = 0;
     }
 
     /* what is left of the zone holds the slots */
@@ -214,7 +220,7 @@ ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                       "nginx_scale_metrics_overflow_total", mcf->series.nelts);
     }
 
-    for (i = 0; i < mcf->series.nelts; i++) {
+    for (i = 0; i < ctx->nseries; i++) {
         ctx->keys[i].hash = ngx_http_scale_series_hash(&series[i]);
         ctx->keys[i].nslots = ngx_http_scale_series_nslots(&series[i]);
         ctx->keys[i].slot = series[i].slot;
@@ -254,7 +260,7 @@ ngx_http_scale_metrics_same_layout(ngx_http_scale_metrics_conf_t *mcf,
     ngx_uint_t                i;
     ngx_http_scale_series_t  *series;
 
-    if (octx->nseries != mcf->series.nelts) {
+    if (octx->nseries != mcf->series.nelts || octx->keys == NULL) {
         return 0;
     }
 
@@ -361,7 +367,17 @@ ngx_http_scale_counter_add(ngx_uint_t slot, ngx_atomic_int_t n)
 void
 ngx_http_scale_gauge_set(ngx_uint_t slot, ngx_atomic_int_t value)
 {
-    *ngx_http_scale_slot(slot) = value;
+    /* a gauge that did not fit must not overwrite the overflow counter */
+    if (ngx_http_scale_slot_fits(slot)) {
+        *ngx_http_scale_slot(slot) = value;
+    }
+}
+
+
+ngx_uint_t
+ngx_http_scale_slot_fits(ngx_uint_t slot)
+{
+    return ngx_http_scale_slots != NULL && slot < ngx_http_scale_nslots;
 }
 
 

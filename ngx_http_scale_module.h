@@ -146,6 +146,8 @@ void ngx_http_scale_histogram_observe(ngx_uint_t slot, uint64_t us);
 /* reading, for the renderer */
 ngx_array_t *ngx_http_scale_series(ngx_cycle_t *cycle);   /* of series_t */
 ngx_atomic_int_t ngx_http_scale_slot_value(ngx_uint_t slot);
+/* 0 for the slots of series that did not fit the zone */
+ngx_uint_t ngx_http_scale_slot_fits(ngx_uint_t slot);
 
 /* health_zone SIZE */
 char *ngx_http_scale_metrics_zone_size(ngx_conf_t *cf, size_t size);

@@ -401,6 +401,12 @@ ngx_http_scale_redis_token_alloc(void)
 static void
 ngx_http_scale_redis_token_free(ngx_http_scale_redis_token_t *t)
 {
+    if (t->request) {
+        /* not delivered (worker exiting): the request must not find it */
+        t->cleanup->handler = NULL;
+        t->request = NULL;
+    }
+
     if (t->timer.timer_set) {
         ngx_del_timer(&t->timer);
     }

@@ -10,7 +10,8 @@ for step in "$@"; do
                      libssl-dev libpcre3-dev zlib1g-dev) ;;
     test)     pkgs+=(redis-server redis-tools curl libtest-base-perl libtext-diff-perl
                      liblist-moreutils-perl libtest-longstring-perl liburi-perl
-                     libhttp-message-perl libipc-run-perl prometheus nodejs npm) ;;
+                     libhttp-message-perl libipc-run-perl prometheus nodejs npm
+                     libyaml-libyaml-perl) ;;
     valgrind) pkgs+=(valgrind) ;;
     bench)    pkgs+=(wrk redis-server redis-tools curl libnginx-mod-http-lua
                      lua-nginx-redis) ;;
@@ -20,10 +21,13 @@ for step in "$@"; do
     esac
 done
 
+# a virtual package an installed one provides counts (NodeSource's nodejs provides npm)
+provided=$(dpkg-query -W -f='${Status}|${Provides}\n' 2>/dev/null | sed -n 's/^install ok installed|//p' \
+           | tr ',' '\n' | awk '{print $1}')
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' \
-        || missing+=("$p")
+        || grep -qxF "$p" <<<"$provided" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -1,0 +1,56 @@
+# vi:filetype=perl
+#
+# The demo scenario in quick mode (examples/demo/run --quick): Redis, 3 app
+# instances, 2 nginx with the module, HAProxy, all on free random loopback
+# ports, then every KPI (Instance Scale, Load Distribution, Session
+# Persistence, Rate Limiting, Failover) with the same pass criteria as
+# `make demo`, fewer requests.  Plain Test::More.
+
+use strict;
+use warnings;
+use Test::More;
+use File::Basename qw(dirname);
+use Cwd qw(abs_path);
+
+my $repo = abs_path(dirname(__FILE__) . '/..');
+
+sub have { my $c = shift; return system("command -v $c >/dev/null 2>&1") == 0 }
+
+plan skip_all => 'node and npm are needed for the example app (scripts/deps.sh demo)'
+    unless have('node') && (have('npm') || -d "$repo/examples/app/node_modules/express-session");
+
+for my $c (qw(haproxy redis-server redis-cli curl)) {
+    BAIL_OUT("$c not found: scripts/deps.sh demo installs it") unless have($c);
+}
+
+my $so    = $ENV{TEST_NGINX_LOAD_MODULES} || $ENV{SO} || "$repo/build/modules/ngx_http_scale_module.so";
+my $nginx = $ENV{TEST_NGINX_BINARY} || $ENV{NGINX} || '/usr/sbin/nginx';
+ok(-f $so, "module $so exists") or BAIL_OUT("build the module first (make)");
+
+local $ENV{SO} = $so;
+local $ENV{NGINX} = $nginx;
+my $out = `timeout 300 $repo/examples/demo/run --quick 2>&1`;
+my $rc = $? >> 8;
+
+my @kpis = ('Instance Scale', 'Load Distribution', 'Session Persistence',
+            'Rate Limiting', 'Failover');
+for my $kpi (@kpis) {
+    my ($line) = $out =~ /^(KPI \Q$kpi\E \.+ .*)$/m;
+    ok(defined $line, "KPI $kpi reported") or next;
+    like($line, qr/^KPI \Q$kpi\E \.+ PASS  /, "KPI $kpi: PASS")
+        or diag($line);
+}
+my $lines = () = $out =~ /^KPI /mg;
+is($lines, scalar @kpis, 'exactly one line per KPI');
+is($rc, 0, 'examples/demo/run --quick exits 0') or diag($out);
+like($out, qr/^demo: all 5 KPIs PASS$/m, 'summary line');
+
+# everything it started is gone: none of its ports still listens
+my @ports = $out =~ m{127\.0\.0\.1:(\d+)}g;
+my %seen;
+my @left = grep { !$seen{$_}++ && `ss -Htln "sport = :$_" 2>/dev/null` ne '' } @ports;
+ok(@ports >= 8, 'the demo printed its ports');
+is("@left", '', 'no listener left after teardown');
+note($out);
+
+done_testing();
