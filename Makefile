@@ -9,7 +9,7 @@
 BUILD     ?= $(CURDIR)/build
 FUZZ_SECONDS ?= 600
 NGINX_SRC ?=
-NGINX     ?= /usr/sbin/nginx
+NGINX_BIN ?= /usr/sbin/nginx
 SO        := $(BUILD)/modules/ngx_http_scale_module.so
 SRCS      := config $(wildcard *.c *.h)
 
@@ -26,19 +26,19 @@ $(SO): $(SRCS)
 
 test: $(SO)
 	@scripts/deps.sh test
-	NGINX="$(NGINX)" SO="$(SO)" scripts/test.sh $(T)
+	NGINX_BIN="$(NGINX_BIN)" SO="$(SO)" scripts/test.sh $(T)
 
 test-valgrind: $(SO)
 	@scripts/deps.sh test valgrind
-	TEST_NGINX_USE_VALGRIND=1 NGINX="$(NGINX)" SO="$(SO)" scripts/test.sh $(T)
+	TEST_NGINX_USE_VALGRIND=1 NGINX_BIN="$(NGINX_BIN)" SO="$(SO)" scripts/test.sh $(T)
 
 demo: $(SO)
 	@scripts/deps.sh demo
-	SO="$(SO)" NGINX="$(NGINX)" examples/demo/run
+	SO="$(SO)" NGINX_BIN="$(NGINX_BIN)" examples/demo/run
 
 up: $(SO)
 	@scripts/deps.sh demo
-	SO="$(SO)" NGINX="$(NGINX)" examples/demo/run --up
+	SO="$(SO)" NGINX_BIN="$(NGINX_BIN)" examples/demo/run --up
 
 down:
 	examples/demo/run --down

@@ -8,8 +8,10 @@ set -u
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-NGINX=${NGINX:-/usr/sbin/nginx}
+NGINX=${NGINX_BIN:-/usr/sbin/nginx}
 SO=${SO:-$repo/build/modules/ngx_http_scale_module.so}
+# never export NGINX: nginx reads it as inherited listening sockets
+export -n NGINX
 
 free_port() {
     local p
@@ -37,6 +39,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 export TEST_NGINX_BINARY=$NGINX
 export TEST_NGINX_LOAD_MODULES=$SO
@@ -44,6 +47,9 @@ export TEST_NGINX_REDIS_PORT=$redis_port
 export TEST_NGINX_SERVER_PORT=${TEST_NGINX_SERVER_PORT:-$(free_port)}
 export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$work/servroot}
 export TEST_NGINX_WORK=$work
+# under valgrind nginx listens long before its Redis handshake is done, so a
+# block's first request would fail open: give the start more time
+[ -n "${TEST_NGINX_USE_VALGRIND:-}" ] && export TEST_NGINX_SLEEP=${TEST_NGINX_SLEEP:-0.2}
 
 inc=()
 perl -MTest::Nginx::Socket -e1 2>/dev/null || inc=(-I "$repo/t/lib")

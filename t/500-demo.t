@@ -28,7 +28,7 @@ my $nginx = $ENV{TEST_NGINX_BINARY} || $ENV{NGINX} || '/usr/sbin/nginx';
 ok(-f $so, "module $so exists") or BAIL_OUT("build the module first (make)");
 
 local $ENV{SO} = $so;
-local $ENV{NGINX} = $nginx;
+local $ENV{NGINX_BIN} = $nginx;
 my $out = `timeout 300 $repo/examples/demo/run --quick 2>&1`;
 my $rc = $? >> 8;
 
