@@ -151,29 +151,12 @@ ngx_http_health_metrics_handler(ngx_http_request_t *r)
     ngx_int_t                     rc;
     ngx_str_t                    *type;
     ngx_uint_t                    i;
-    ngx_table_elt_t              *h;
     ngx_array_t                  *series;
     ngx_http_scale_series_t     **order;
     ngx_http_health_render_t      ctx;
     ngx_http_health_main_conf_t  *hmcf;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-#if (nginx_version >= 1023000)
-        h->next = NULL;
-#endif
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "GET, HEAD");
-
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
+    rc = ngx_http_health_method(r);
     if (rc != NGX_OK) {
         return rc;
     }

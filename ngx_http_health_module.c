@@ -39,7 +39,6 @@ static u_char *ngx_http_health_json_str(u_char *p, ngx_str_t *s);
 static u_char *ngx_http_health_iso8601(u_char *p, time_t t);
 static ngx_uint_t ngx_http_health_arg_present(ngx_http_request_t *r,
     char *name, size_t len);
-static ngx_int_t ngx_http_health_method(ngx_http_request_t *r);
 
 static void *ngx_http_health_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_health_handler_set(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -625,24 +624,20 @@ ngx_http_health_arg_present(ngx_http_request_t *r, char *name, size_t len)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_health_method(ngx_http_request_t *r)
 {
-    ngx_int_t         rc;
-    ngx_table_elt_t  *h;
+    ngx_int_t  rc;
+
+    static ngx_str_t  allow = ngx_string("Allow");
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        if (ngx_http_scale_add_header(r, &allow, (u_char *) "GET, HEAD",
+                                      sizeof("GET, HEAD") - 1)
+            != NGX_OK)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        h->hash = 1;
-#if (nginx_version >= 1023000)
-        h->next = NULL;
-#endif
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "GET, HEAD");
 
         return NGX_HTTP_NOT_ALLOWED;
     }
@@ -703,10 +698,11 @@ ngx_int_t
 ngx_http_health_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, ngx_http_health_out_t *out)
 {
-    off_t             len;
-    ngx_int_t         rc;
-    ngx_chain_t      *cl;
-    ngx_table_elt_t  *h;
+    off_t         len;
+    ngx_int_t     rc;
+    ngx_chain_t  *cl;
+
+    static ngx_str_t  cache_control = ngx_string("Cache-Control");
 
     len = 0;
 
@@ -719,17 +715,12 @@ ngx_http_health_send(ngx_http_request_t *r, ngx_uint_t status,
         out->buf->last_in_chain = 1;
     }
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_scale_add_header(r, &cache_control, (u_char *) "no-store",
+                                  sizeof("no-store") - 1)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-store");
 
     r->headers_out.status = status;
     r->headers_out.content_type = *type;

@@ -76,6 +76,7 @@ extern ngx_module_t  ngx_http_health_module;
 
 void ngx_http_health_out_init(ngx_http_health_out_t *out, ngx_pool_t *pool);
 u_char *ngx_http_health_out_reserve(ngx_http_health_out_t *out, size_t size);
+ngx_int_t ngx_http_health_method(ngx_http_request_t *r);
 ngx_int_t ngx_http_health_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, ngx_http_health_out_t *out);
 ngx_uint_t ngx_http_health_peer_is_up(ngx_http_upstream_rr_peer_t *peer,

@@ -112,11 +112,6 @@ static ngx_int_t ngx_http_ratelimit_redis_headers(ngx_http_request_t *r,
     ngx_http_ratelimit_redis_loc_conf_t *lrcf,
     ngx_http_ratelimit_redis_zone_t *zone, ngx_uint_t remaining,
     ngx_msec_t reset);
-static ngx_int_t ngx_http_ratelimit_redis_add_header(ngx_http_request_t *r,
-    ngx_str_t *name, u_char *value, size_t len);
-static ngx_http_ratelimit_redis_ctx_t *ngx_http_ratelimit_redis_get_ctx(
-    ngx_http_request_t *r);
-static void ngx_http_ratelimit_redis_ctx_marker(void *data);
 static ngx_int_t ngx_http_ratelimit_redis_status_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -320,7 +315,7 @@ ngx_http_ratelimit_redis_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_ratelimit_redis_get_ctx(r);
+    ctx = ngx_http_scale_get_ctx(r, &ngx_http_ratelimit_redis_module);
 
     if (ctx) {
         if (ctx->waiting) {
@@ -356,7 +351,6 @@ ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
     ngx_str_t                          key;
     ngx_uint_t                         i, n;
     ngx_msec_t                         retry;
-    ngx_pool_cleanup_t                *cln;
     ngx_http_ratelimit_redis_ctx_t    *ctx;
     ngx_http_ratelimit_redis_zone_t   *zone;
     ngx_http_ratelimit_redis_limit_t  *limits;
@@ -396,7 +390,12 @@ ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
                 ctx->status = NGX_HTTP_RATELIMIT_REDIS_REJECTED;
                 ctx->done = 1;
 
-                ngx_http_set_ctx(r, ctx, ngx_http_ratelimit_redis_module);
+                if (ngx_http_scale_set_ctx(r, ctx,
+                                           &ngx_http_ratelimit_redis_module)
+                    != NGX_OK)
+                {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                }
 
                 return ngx_http_ratelimit_redis_reject(r, lrcf, zone, retry);
             }
@@ -411,16 +410,11 @@ ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    /* keep the ctx across internal redirects: see get_ctx() */
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+    if (ngx_http_scale_set_ctx(r, ctx, &ngx_http_ratelimit_redis_module)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    cln->handler = ngx_http_ratelimit_redis_ctx_marker;
-    cln->data = ctx;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_ratelimit_redis_module);
 
     ctx->nzones = n;
     ctx->argc = 1 + 4 * n;
@@ -691,7 +685,7 @@ ngx_http_ratelimit_redis_reject(ngx_http_request_t *r,
 
     ngx_str_set(&name, "Retry-After");
 
-    if (ngx_http_ratelimit_redis_add_header(r, &name, p,
+    if (ngx_http_scale_add_header(r, &name, p,
                                   ngx_sprintf(p, "%M", (retry + 999) / 1000) - p)
         != NGX_OK
         || ngx_http_ratelimit_redis_headers(r, lrcf, zone, 0, retry) != NGX_OK)
@@ -732,7 +726,7 @@ ngx_http_ratelimit_redis_headers(ngx_http_request_t *r,
 
     if (lrcf->headers == NGX_HTTP_RATELIMIT_REDIS_HEADERS_LEGACY) {
         last = ngx_sprintf(p, "%ui", zone->limit);
-        if (ngx_http_ratelimit_redis_add_header(r, &limit_name, p, last - p)
+        if (ngx_http_scale_add_header(r, &limit_name, p, last - p)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -740,7 +734,7 @@ ngx_http_ratelimit_redis_headers(ngx_http_request_t *r,
 
         p = last;
         last = ngx_sprintf(p, "%ui", remaining);
-        if (ngx_http_ratelimit_redis_add_header(r, &remaining_name, p, last - p)
+        if (ngx_http_scale_add_header(r, &remaining_name, p, last - p)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -749,7 +743,7 @@ ngx_http_ratelimit_redis_headers(ngx_http_request_t *r,
         p = last;
         last = ngx_sprintf(p, "%M", seconds);
 
-        return ngx_http_ratelimit_redis_add_header(r, &reset_name, p, last - p);
+        return ngx_http_scale_add_header(r, &reset_name, p, last - p);
     }
 
     /* draft-ietf-httpapi-ratelimit-headers: structured fields */
@@ -757,7 +751,7 @@ ngx_http_ratelimit_redis_headers(ngx_http_request_t *r,
     ngx_str_set(&name, "RateLimit-Policy");
     last = ngx_sprintf(p, "\"%V\";q=%ui;w=%M", &zone->name, zone->limit,
                        zone->window / 1000);
-    if (ngx_http_ratelimit_redis_add_header(r, &name, p, last - p) != NGX_OK) {
+    if (ngx_http_scale_add_header(r, &name, p, last - p) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -766,67 +760,7 @@ ngx_http_ratelimit_redis_headers(ngx_http_request_t *r,
     last = ngx_sprintf(p, "\"%V\";r=%ui;t=%M", &zone->name, remaining,
                        seconds);
 
-    return ngx_http_ratelimit_redis_add_header(r, &name, p, last - p);
-}
-
-
-static ngx_int_t
-ngx_http_ratelimit_redis_add_header(ngx_http_request_t *r, ngx_str_t *name,
-    u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key = *name;
-    h->value.data = value;
-    h->value.len = len;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-
-    return NGX_OK;
-}
-
-
-/*
- * An internal redirect (error_page, try_files) wipes module contexts;
- * the pool cleanup entry left by start() finds ours again, so a request
- * is limited once and $ratelimit_redis_status survives the redirect.
- */
-
-static ngx_http_ratelimit_redis_ctx_t *
-ngx_http_ratelimit_redis_get_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t              *cln;
-    ngx_http_ratelimit_redis_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ratelimit_redis_module);
-
-    if (ctx || !r->internal) {
-        return ctx;
-    }
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_ratelimit_redis_ctx_marker) {
-            ctx = cln->data;
-            ngx_http_set_ctx(r, ctx, ngx_http_ratelimit_redis_module);
-            return ctx;
-        }
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_http_ratelimit_redis_ctx_marker(void *data)
-{
-    /* nothing to free: the entry only marks the ctx */
+    return ngx_http_scale_add_header(r, &name, p, last - p);
 }
 
 
@@ -836,7 +770,7 @@ ngx_http_ratelimit_redis_status_variable(ngx_http_request_t *r,
 {
     ngx_http_ratelimit_redis_ctx_t  *ctx;
 
-    ctx = ngx_http_ratelimit_redis_get_ctx(r->main);
+    ctx = ngx_http_scale_get_ctx(r->main, &ngx_http_ratelimit_redis_module);
 
     if (ctx == NULL || ctx->status == 0) {
         v->not_found = 1;

@@ -16,6 +16,14 @@ typedef struct {
 } ngx_http_scale_main_conf_t;
 
 
+typedef struct {
+    ngx_http_request_t              *request;
+    ngx_uint_t                       index;        /* module's ctx_index */
+    void                            *ctx;
+} ngx_http_scale_ctx_link_t;
+
+
+static void ngx_http_scale_ctx_marker(void *data);
 static void *ngx_http_scale_create_main_conf(ngx_conf_t *cf);
 static ngx_int_t ngx_http_scale_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_scale_init_process(ngx_cycle_t *cycle);
@@ -138,6 +146,92 @@ ngx_http_scale_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_scale_redis_exit_process(cycle, &smcf->redis);
+}
+
+
+/* request helpers for the modules */
+
+ngx_int_t
+ngx_http_scale_set_ctx(ngx_http_request_t *r, void *ctx, ngx_module_t *module)
+{
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_scale_ctx_link_t  *link;
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_scale_ctx_link_t));
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    link = cln->data;
+    link->request = r;
+    link->index = module->ctx_index;
+    link->ctx = ctx;
+
+    cln->handler = ngx_http_scale_ctx_marker;
+
+    r->ctx[module->ctx_index] = ctx;
+
+    return NGX_OK;
+}
+
+
+void *
+ngx_http_scale_get_ctx(ngx_http_request_t *r, ngx_module_t *module)
+{
+    void                       *ctx;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_scale_ctx_link_t  *link;
+
+    ctx = r->ctx[module->ctx_index];
+
+    if (ctx || !r->internal) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler != ngx_http_scale_ctx_marker) {
+            continue;
+        }
+
+        link = cln->data;
+
+        if (link->request == r && link->index == module->ctx_index) {
+            r->ctx[module->ctx_index] = link->ctx;
+            return link->ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_scale_ctx_marker(void *data)
+{
+    /* nothing to free: the entry only finds the ctx again */
+}
+
+
+ngx_int_t
+ngx_http_scale_add_header(ngx_http_request_t *r, ngx_str_t *name,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key = *name;
+    h->value.data = value;
+    h->value.len = len;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return NGX_OK;
 }
 
 

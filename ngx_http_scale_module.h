@@ -102,6 +102,21 @@ ngx_http_scale_redis_pool_t *ngx_http_scale_redis_pool_at(ngx_cycle_t *cycle,
     ngx_uint_t i);
 
 
+/* Requests */
+
+/*
+ * A module context that survives internal redirects (error_page,
+ * try_files wipe r->ctx): a request is limited or checked once, and its
+ * status variables still answer after the redirect.
+ */
+ngx_int_t ngx_http_scale_set_ctx(ngx_http_request_t *r, void *ctx,
+    ngx_module_t *module);
+void *ngx_http_scale_get_ctx(ngx_http_request_t *r, ngx_module_t *module);
+
+ngx_int_t ngx_http_scale_add_header(ngx_http_request_t *r, ngx_str_t *name,
+    u_char *value, size_t len);
+
+
 /* Metrics */
 
 typedef enum {

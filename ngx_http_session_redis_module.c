@@ -97,9 +97,6 @@ static ngx_int_t ngx_http_session_redis_render(ngx_http_request_t *r,
     json_t *node, ngx_str_t *value);
 static ngx_int_t ngx_http_session_redis_done(ngx_http_request_t *r,
     ngx_http_session_redis_ctx_t *ctx, ngx_uint_t status);
-static ngx_http_session_redis_ctx_t *ngx_http_session_redis_get_ctx(
-    ngx_http_request_t *r);
-static void ngx_http_session_redis_ctx_marker(void *data);
 static ngx_int_t ngx_http_session_redis_status_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_session_redis_id_variable(ngx_http_request_t *r,
@@ -297,7 +294,7 @@ ngx_http_session_redis_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_session_redis_get_ctx(r);
+    ctx = ngx_http_scale_get_ctx(r, &ngx_http_session_redis_module);
 
     if (ctx) {
         if (ctx->waiting) {
@@ -330,7 +327,6 @@ ngx_http_session_redis_start(ngx_http_request_t *r,
 {
     u_char                        *p;
     ngx_int_t                      rc;
-    ngx_pool_cleanup_t            *cln;
     ngx_http_session_redis_ctx_t  *ctx;
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_session_redis_ctx_t));
@@ -338,16 +334,11 @@ ngx_http_session_redis_start(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* keep the ctx across internal redirects: see get_ctx() */
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+    if (ngx_http_scale_set_ctx(r, ctx, &ngx_http_session_redis_module)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    cln->handler = ngx_http_session_redis_ctx_marker;
-    cln->data = ctx;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_session_redis_module);
 
     ctx->conf = slcf;
     ctx->done = 1;
@@ -771,50 +762,13 @@ ngx_http_session_redis_done(ngx_http_request_t *r,
 }
 
 
-/*
- * An internal redirect (error_page, try_files) wipes module contexts;
- * the pool cleanup entry left by start() finds ours again, so a request
- * is checked once and $session_redis_status survives the redirect.
- */
-
-static ngx_http_session_redis_ctx_t *
-ngx_http_session_redis_get_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t            *cln;
-    ngx_http_session_redis_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_session_redis_module);
-
-    if (ctx || !r->internal) {
-        return ctx;
-    }
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_session_redis_ctx_marker) {
-            ctx = cln->data;
-            ngx_http_set_ctx(r, ctx, ngx_http_session_redis_module);
-            return ctx;
-        }
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_http_session_redis_ctx_marker(void *data)
-{
-    /* nothing to free: the entry only marks the ctx */
-}
-
-
 static ngx_int_t
 ngx_http_session_redis_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
     ngx_http_session_redis_ctx_t  *ctx;
 
-    ctx = ngx_http_session_redis_get_ctx(r->main);
+    ctx = ngx_http_scale_get_ctx(r->main, &ngx_http_session_redis_module);
 
     if (ctx == NULL || ctx->status == 0) {
         v->not_found = 1;
@@ -837,7 +791,7 @@ ngx_http_session_redis_id_variable(ngx_http_request_t *r,
 {
     ngx_http_session_redis_ctx_t  *ctx;
 
-    ctx = ngx_http_session_redis_get_ctx(r->main);
+    ctx = ngx_http_scale_get_ctx(r->main, &ngx_http_session_redis_module);
 
     if (ctx == NULL || ctx->id.len == 0) {
         v->not_found = 1;

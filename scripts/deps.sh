@@ -11,7 +11,7 @@ for step in "$@"; do
     test)     pkgs+=(redis-server redis-tools curl libtest-base-perl libtext-diff-perl
                      liblist-moreutils-perl libtest-longstring-perl liburi-perl
                      libhttp-message-perl libipc-run-perl prometheus nodejs npm
-                     libyaml-libyaml-perl) ;;
+                     libyaml-libyaml-perl redis-sentinel haproxy) ;;
     valgrind) pkgs+=(valgrind) ;;
     bench)    pkgs+=(wrk redis-server redis-tools curl libnginx-mod-http-lua
                      lua-nginx-redis) ;;

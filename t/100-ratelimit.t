@@ -320,7 +320,8 @@ X-RL: FAILED_CLOSED
 
 
 === TEST 22: error_page after a rejection is not limited again
-error_page keeps the 429; the page's own location adds the header.
+error_page keeps the 429; the page's own location adds the header, both
+after a rejection by Redis and one from the deny cache.
 --- config
     location = /t {
         ratelimit_redis zone=one;
@@ -333,11 +334,11 @@ error_page keeps the 429; the page's own location adds the header.
         empty_gif;
     }
 --- request eval
-["GET /t?k=t22", "GET /t?k=t22"]
+["GET /t?k=t22", "GET /t?k=t22", "GET /t?k=t22"]
 --- error_code eval
-[200, 429]
+[200, 429, 429]
 --- response_headers eval
-["", "X-RL: REJECTED"]
+["", "X-RL: REJECTED", "X-RL: REJECTED"]
 
 
 
