@@ -121,6 +121,21 @@ ngx_http_scale_redis_send(ngx_http_request_t *r,
         rc = NULL;
     }
 
+    if (rc == NULL) {
+        /*
+         * A worker that has just started is not down: its commands follow
+         * the handshake on the connection being made, bounded by timeout.
+         */
+
+        for (k = 0; k < pool->nconnections; k++) {
+            rc = &pool->conns[k];
+            if (rc->starting && rc->ac) {
+                break;
+            }
+            rc = NULL;
+        }
+    }
+
     if (rc == NULL || ngx_http_scale_redis_exiting) {
         ngx_http_scale_counter_add(
                             pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
@@ -520,6 +535,7 @@ ngx_http_scale_redis_init_process(ngx_cycle_t *cycle,
             pool->conns[k].timer.data = &pool->conns[k];
             pool->conns[k].timer.log = cycle->log;
             pool->conns[k].timer.cancelable = 1;
+            pool->conns[k].starting = 1;
 
             ngx_http_scale_redis_connect(&pool->conns[k]);
         }
@@ -766,6 +782,7 @@ ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac, void *r,
     }
 
     rc->ready = 1;
+    rc->starting = 0;
     rc->backoff = 0;
     rc->ping_pending = 0;
 
@@ -788,6 +805,7 @@ ngx_http_scale_redis_schedule(ngx_http_scale_redis_conn_t *rc,
     ngx_http_scale_redis_pool_t  *pool = rc->pool;
 
     rc->ready = 0;
+    rc->starting = 0;
     rc->ping_pending = 0;
 
     if (ngx_http_scale_redis_exiting) {
@@ -1172,9 +1190,23 @@ ngx_http_scale_redis_write_handler(ngx_event_t *wev)
 {
     ngx_connection_t             *c = wev->data;
     ngx_http_scale_redis_conn_t  *rc = c->data;
+    redisAsyncContext            *ac = rc->ac;
 
-    if (rc->ac) {
-        redisAsyncHandleWrite(rc->ac);
+    if (ac == NULL) {
+        return;
+    }
+
+    /*
+     * Writable again only once everything left: after a partial write
+     * add_write() must wait for the next notification, not post again.
+     */
+
+    wev->ready = 0;
+
+    redisAsyncHandleWrite(ac);
+
+    if (rc->ac == ac && rc->connection == c && sdslen(ac->c.obuf) == 0) {
+        wev->ready = 1;
     }
 }
 

@@ -21,7 +21,8 @@ struct ngx_http_scale_redis_conn_s {
     redisAsyncContext               *ac;
     ngx_connection_t                *connection;   /* wraps ac's fd */
 
-    ngx_uint_t                       ready;        /* AUTH/SELECT/PING done */
+    unsigned                         ready:1;      /* AUTH/SELECT/PING done */
+    unsigned                         starting:1;   /* first connect of the worker */
     ngx_event_t                      timer;        /* connect timeout, backoff */
     ngx_msec_t                       backoff;
 

@@ -49,7 +49,7 @@ export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$work/servroot}
 export TEST_NGINX_WORK=$work
 # under valgrind nginx listens long before its Redis handshake is done, so a
 # block's first request would fail open: give the start more time
-[ -n "${TEST_NGINX_USE_VALGRIND:-}" ] && export TEST_NGINX_SLEEP=${TEST_NGINX_SLEEP:-0.2}
+[ -n "${TEST_NGINX_USE_VALGRIND:-}" ] && export TEST_NGINX_SLEEP=${TEST_NGINX_SLEEP:-0.5}
 
 inc=()
 perl -MTest::Nginx::Socket -e1 2>/dev/null || inc=(-I "$repo/t/lib")

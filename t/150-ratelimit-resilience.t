@@ -194,4 +194,28 @@ _EOC_
     stop_nginx($db);
 }
 
+# 10. A worker that has just started waits for its first connection
+#     (bounded by timeout) rather than failing open.
+{
+    my $ps = free_port();
+    system("redis-cli -p $rp debug sleep 1 >/dev/null 2>&1 &");
+    sleep 0.1;
+    my $ds = start_nginx('starting', <<"_EOC_");
+    redis_pool main { server 127.0.0.1:$rp; timeout 3s; connect_timeout 3s; }
+    ratelimit_redis_zone \$arg_k zone=s rate=10r/m pool=main;
+    server {
+        listen 127.0.0.1:$ps;
+        location = /t {
+            ratelimit_redis zone=s;
+            add_header X-RL \$ratelimit_redis_status always;
+            empty_gif;
+        }
+    }
+_EOC_
+    my $h = `curl -s -m 5 -D - -o /dev/null 'http://127.0.0.1:$ps/t?k=starting'`;
+    like($h, qr/X-RL: PASSED/, 'the first request of a new worker is limited, not failed open');
+    errlog_clean($ds, 'starting instance');
+    stop_nginx($ds);
+}
+
 done_testing();
