@@ -10,16 +10,9 @@
  */
 
 
-#include "ngx_http_scale_module.h"
+#include "ngx_http_ratelimit_redis.h"
 #include "ngx_http_ratelimit_redis_cache.h"
 
-
-#define NGX_HTTP_RATELIMIT_REDIS_PASSED            1
-#define NGX_HTTP_RATELIMIT_REDIS_REJECTED          2
-#define NGX_HTTP_RATELIMIT_REDIS_REJECTED_DRY_RUN  3
-#define NGX_HTTP_RATELIMIT_REDIS_FAILED_OPEN       4
-#define NGX_HTTP_RATELIMIT_REDIS_FAILED_CLOSED     5
-#define NGX_HTTP_RATELIMIT_REDIS_NRESULTS          6
 
 #define NGX_HTTP_RATELIMIT_REDIS_HEADERS_OFF       0
 #define NGX_HTTP_RATELIMIT_REDIS_HEADERS_LEGACY    1
@@ -27,29 +20,6 @@
 
 /* longer keys are replaced by their SHA-1: Redis memory stays bounded */
 #define NGX_HTTP_RATELIMIT_REDIS_KEY_MAX           256
-/* zones applied to one location */
-#define NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX         8
-
-
-typedef struct {
-    ngx_str_t                        name;
-    ngx_http_complex_value_t         key;
-    ngx_uint_t                       limit;        /* requests per window */
-    ngx_msec_t                       window;
-    ngx_str_t                        limit_arg;    /* script arguments */
-    ngx_str_t                        window_arg;
-    ngx_uint_t                       index;        /* in the deny cache */
-    ngx_http_scale_redis_pool_t     *pool;
-    ngx_uint_t                       slots[NGX_HTTP_RATELIMIT_REDIS_NRESULTS];
-    u_char                          *file;
-    ngx_uint_t                       line;
-} ngx_http_ratelimit_redis_zone_t;
-
-
-typedef struct {
-    ngx_http_ratelimit_redis_zone_t *zone;
-    ngx_uint_t                       dry_run;
-} ngx_http_ratelimit_redis_limit_t;
 
 
 typedef struct {
@@ -67,39 +37,11 @@ typedef struct {
 } ngx_http_ratelimit_redis_loc_conf_t;
 
 
-/* what the script said of one zone */
-typedef struct {
-    ngx_uint_t                       admitted;
-    ngx_uint_t                       remaining;
-    ngx_msec_t                       retry;        /* ms until admitted */
-    ngx_msec_t                       reset;        /* ms until window end */
-} ngx_http_ratelimit_redis_verdict_t;
-
-
-typedef struct {
-    ngx_uint_t                       status;
-    ngx_int_t                        rc;           /* for the phase engine */
-    unsigned                         waiting:1;
-    unsigned                         done:1;
-    ngx_msec_t                       sent;
-    ngx_uint_t                       nzones;
-    ngx_http_ratelimit_redis_limit_t *limits[NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX];
-    ngx_str_t                        keys[NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX];
-    const char                     **argv;
-    size_t                          *argvlen;
-    int                              argc;
-} ngx_http_ratelimit_redis_ctx_t;
-
-
 static ngx_int_t ngx_http_ratelimit_redis_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
     ngx_http_ratelimit_redis_loc_conf_t *lrcf);
 static ngx_int_t ngx_http_ratelimit_redis_key(ngx_http_request_t *r,
     ngx_http_ratelimit_redis_zone_t *zone, ngx_str_t *key);
-static void ngx_http_ratelimit_redis_reply(ngx_http_request_t *r, void *data,
-    ngx_int_t rc, redisReply *reply);
-static ngx_int_t ngx_http_ratelimit_redis_parse(redisReply *reply,
-    ngx_uint_t nzones, ngx_http_ratelimit_redis_verdict_t *v);
 static ngx_int_t ngx_http_ratelimit_redis_verdict(ngx_http_request_t *r,
     ngx_http_ratelimit_redis_ctx_t *ctx,
     ngx_http_ratelimit_redis_verdict_t *v);
@@ -232,59 +174,6 @@ ngx_module_t  ngx_http_ratelimit_redis_module = {
 };
 
 
-/*
- * KEYS: one base key per zone.  ARGV: limit, window (ms), dry run (0/1)
- * per zone.  Returns admitted, then per zone: admitted, remaining,
- * retry (ms until this zone would admit), reset (ms to the window's end).
- * Time comes from Redis, so nginx hosts need not agree on the clock.
- */
-
-static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
-    ngx_string(
-"local t = redis.call('TIME')\n"
-"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-"local n = #KEYS\n"
-"local admit, cur, est, start = 1, {}, {}, {}\n"
-"local out = {1}\n"
-"for i = 1, n do\n"
-"  local limit, window = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])\n"
-"  local elapsed = now % window\n"
-"  local s = now - elapsed\n"
-"  local v = redis.call('MGET', KEYS[i] .. s, KEYS[i] .. (s - window))\n"
-"  local c, p = tonumber(v[1]) or 0, tonumber(v[2]) or 0\n"
-"  local e = p * (window - elapsed) / window + c\n"
-"  local ok, retry = 1, 0\n"
-"  if e + 1 > limit then\n"
-"    ok = 0\n"
-"    if c + 1 > limit then\n"
-"      retry = window - elapsed + math.ceil(window * (1 - (limit - 1) / c))\n"
-"    else\n"
-"      retry = math.ceil(window * (1 - (limit - c - 1) / p)) - elapsed\n"
-"    end\n"
-"    if retry < 1 then retry = 1 end\n"
-"    if ARGV[3 * i] ~= '1' then admit = 0 end\n"
-"  end\n"
-"  cur[i], est[i], start[i] = ok, e, s\n"
-"  out[4 * i - 2], out[4 * i], out[4 * i + 1] = ok, retry, window - elapsed\n"
-"end\n"
-"out[1] = admit\n"
-"for i = 1, n do\n"
-"  local limit, window = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])\n"
-"  if admit == 1 and cur[i] == 1 then\n"
-"    local key = KEYS[i] .. start[i]\n"
-"    if redis.call('INCR', key) == 1 then\n"
-"      redis.call('PEXPIRE', key, window * 2)\n"
-"    end\n"
-"    est[i] = est[i] + 1\n"
-"  end\n"
-"  local r = math.floor(limit - est[i])\n"
-"  out[4 * i - 1] = r > 0 and r or 0\n"
-"end\n"
-"return out\n"),
-    { 0 }
-};
-
-
 static ngx_str_t  ngx_http_ratelimit_redis_status_names[] = {
     ngx_null_string,
     ngx_string("PASSED"),
@@ -346,7 +235,6 @@ static ngx_int_t
 ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
     ngx_http_ratelimit_redis_loc_conf_t *lrcf)
 {
-    u_char                            *p;
     ngx_int_t                          rc;
     ngx_str_t                          key;
     ngx_uint_t                         i, n;
@@ -417,38 +305,9 @@ ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
     }
 
     ctx->nzones = n;
-    ctx->argc = 1 + 4 * n;
-    ctx->argv = ngx_palloc(r->pool, ctx->argc * sizeof(char *));
-    ctx->argvlen = ngx_palloc(r->pool, ctx->argc * sizeof(size_t));
-    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-
-    if (ctx->argv == NULL || ctx->argvlen == NULL || p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->argv[0] = (const char *) p;
-    ctx->argvlen[0] = ngx_sprintf(p, "%ui", n) - p;
-
-    for (i = 0; i < n; i++) {
-        zone = ctx->limits[i]->zone;
-
-        ctx->argv[1 + i] = (const char *) ctx->keys[i].data;
-        ctx->argvlen[1 + i] = ctx->keys[i].len;
-
-        ctx->argv[1 + n + 3 * i] = (const char *) zone->limit_arg.data;
-        ctx->argvlen[1 + n + 3 * i] = zone->limit_arg.len;
-        ctx->argv[2 + n + 3 * i] = (const char *) zone->window_arg.data;
-        ctx->argvlen[2 + n + 3 * i] = zone->window_arg.len;
-        ctx->argv[3 + n + 3 * i] = ctx->limits[i]->dry_run ? "1" : "0";
-        ctx->argvlen[3 + n + 3 * i] = 1;
-    }
-
     ctx->sent = ngx_current_msec;
 
-    rc = ngx_http_scale_redis_send(r, ctx->limits[0]->zone->pool,
-                                   &ngx_http_ratelimit_redis_script,
-                                   ctx->argc, ctx->argv, ctx->argvlen,
-                                   ngx_http_ratelimit_redis_reply, ctx);
+    rc = ngx_http_ratelimit_redis_batch_add(r, ctx);
 
     if (rc == NGX_AGAIN) {
         ctx->waiting = 1;
@@ -512,28 +371,14 @@ ngx_http_ratelimit_redis_key(ngx_http_request_t *r,
 }
 
 
-static void
-ngx_http_ratelimit_redis_reply(ngx_http_request_t *r, void *data,
-    ngx_int_t rc, redisReply *reply)
+/* Redis' answer for one request of a batch, or why there is none */
+
+void
+ngx_http_ratelimit_redis_decide(ngx_http_request_t *r,
+    ngx_http_ratelimit_redis_ctx_t *ctx, ngx_int_t rc,
+    ngx_http_ratelimit_redis_verdict_t *v)
 {
-    ngx_http_ratelimit_redis_ctx_t  *ctx = data;
-
-    ngx_http_ratelimit_redis_verdict_t  v[NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX];
-
     ctx->waiting = 0;
-
-    if (rc == NGX_HTTP_SCALE_REDIS_OK
-        && ngx_http_ratelimit_redis_parse(reply, ctx->nzones, v) != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ratelimit_redis: unexpected reply from redis pool "
-                      "\"%V\"",
-                      ngx_http_scale_redis_pool_name(ctx->limits[0]->zone->pool));
-
-        ngx_http_scale_redis_count_error(ctx->limits[0]->zone->pool,
-                                         NGX_HTTP_SCALE_REDIS_PROTOCOL);
-        rc = NGX_HTTP_SCALE_REDIS_PROTOCOL;
-    }
 
     if (rc != NGX_HTTP_SCALE_REDIS_OK) {
         ctx->rc = ngx_http_ratelimit_redis_failed(r, ctx);
@@ -541,38 +386,6 @@ ngx_http_ratelimit_redis_reply(ngx_http_request_t *r, void *data,
     }
 
     ctx->rc = ngx_http_ratelimit_redis_verdict(r, ctx, v);
-}
-
-
-static ngx_int_t
-ngx_http_ratelimit_redis_parse(redisReply *reply, ngx_uint_t nzones,
-    ngx_http_ratelimit_redis_verdict_t *v)
-{
-    ngx_uint_t    i, k;
-    redisReply  **e;
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 + 4 * nzones)
-    {
-        return NGX_ERROR;
-    }
-
-    e = reply->element;
-
-    for (i = 0; i < reply->elements; i++) {
-        if (e[i]->type != REDIS_REPLY_INTEGER || e[i]->integer < 0) {
-            return NGX_ERROR;
-        }
-    }
-
-    for (i = 0; i < nzones; i++) {
-        k = 1 + 4 * i;
-        v[i].admitted = e[k]->integer;
-        v[i].remaining = e[k + 1]->integer;
-        v[i].retry = e[k + 2]->integer;
-        v[i].reset = e[k + 3]->integer;
-    }
-
-    return NGX_OK;
 }
 
 
@@ -941,7 +754,9 @@ ngx_http_ratelimit_redis_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             name.len = value[i].len - 5;
 
             for (p = name.data; p < name.data + name.len; p++) {
-                if (*p == '{' || *p == '}' || *p == '"' || *p <= ' ') {
+                if (*p == '{' || *p == '}' || *p == ':' || *p == '"'
+                    || *p <= ' ')
+                {
                     break;
                 }
             }
@@ -1200,9 +1015,7 @@ ngx_http_ratelimit_redis_init(ngx_conf_t *cf)
         return NGX_OK;
     }
 
-    if (ngx_http_scale_redis_script_init(cf, &ngx_http_ratelimit_redis_script)
-        != NGX_OK)
-    {
+    if (ngx_http_ratelimit_redis_batch_script(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1230,12 +1043,19 @@ ngx_http_ratelimit_redis_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_ratelimit_redis_cache_init(cycle, rmcf->zones.nelts);
+    if (ngx_http_ratelimit_redis_cache_init(cycle, rmcf->zones.nelts)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ratelimit_redis_batch_init(cycle, &rmcf->zones);
 }
 
 
 static void
 ngx_http_ratelimit_redis_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_ratelimit_redis_batch_exit();
     ngx_http_ratelimit_redis_cache_free();
 }

@@ -53,6 +53,14 @@ typedef void (*ngx_http_scale_redis_handler_pt)(ngx_http_request_t *r,
     void *data, ngx_int_t rc, redisReply *reply);
 
 
+/*
+ * The same for a command that no single request owns (a batch of them):
+ * called once, from the event loop, unless the worker is exiting.
+ */
+typedef void (*ngx_http_scale_redis_detached_pt)(void *data, ngx_int_t rc,
+    redisReply *reply);
+
+
 typedef struct {
     ngx_str_t                        body;
     u_char                           sha1[40];
@@ -80,6 +88,18 @@ ngx_int_t ngx_http_scale_redis_send(ngx_http_request_t *r,
     ngx_http_scale_redis_pool_t *pool, ngx_http_scale_redis_script_t *script,
     int argc, const char **argv, const size_t *argvlen,
     ngx_http_scale_redis_handler_pt handler, void *data);
+
+/*
+ * As ngx_http_scale_redis_send(), for a caller that is not a request:
+ * argv must stay valid until the handler is called or the worker exits.
+ */
+ngx_int_t ngx_http_scale_redis_send_detached(
+    ngx_http_scale_redis_pool_t *pool, ngx_http_scale_redis_script_t *script,
+    int argc, const char **argv, const size_t *argvlen,
+    ngx_http_scale_redis_detached_pt handler, void *data);
+
+/* whether a command sent now would go out (the pool is up or starting) */
+ngx_uint_t ngx_http_scale_redis_usable(ngx_http_scale_redis_pool_t *pool);
 
 /* for replies the caller finds malformed: counts errors_total{kind} */
 void ngx_http_scale_redis_count_error(ngx_http_scale_redis_pool_t *pool,

@@ -20,6 +20,8 @@
 #define NGX_HTTP_SCALE_REDIS_PING_INTERVAL   1000
 #define NGX_HTTP_SCALE_REDIS_BACKOFF_MIN     50
 #define NGX_HTTP_SCALE_REDIS_BACKOFF_MAX     1000
+/* output not yet written: more means Redis is not reading */
+#define NGX_HTTP_SCALE_REDIS_OBUF_MAX        (4 * 1024 * 1024)
 /* a PING unanswered this long means a dead connection: reconnect */
 #define NGX_HTTP_SCALE_REDIS_PING_DEAD       3000
 
@@ -35,6 +37,7 @@ struct ngx_http_scale_redis_token_s {
     const char                     **argv;
     const size_t                    *argvlen;
     ngx_http_scale_redis_handler_pt  handler;
+    ngx_http_scale_redis_detached_pt detached;     /* NULL once called */
     void                            *data;
     ngx_event_t                      timer;
     uint64_t                         start_us;
@@ -44,8 +47,12 @@ struct ngx_http_scale_redis_token_s {
 
 
 static void ngx_http_scale_redis_connect(ngx_http_scale_redis_conn_t *rc);
+static void ngx_http_scale_redis_drop(ngx_http_scale_redis_conn_t *rc,
+    const char *reason);
 static void ngx_http_scale_redis_schedule(ngx_http_scale_redis_conn_t *rc,
     const char *reason);
+static ngx_uint_t ngx_http_scale_redis_conn_usable(
+    ngx_http_scale_redis_conn_t *rc);
 static void ngx_http_scale_redis_timer_handler(ngx_event_t *ev);
 static void ngx_http_scale_redis_connected(const redisAsyncContext *ac,
     int status);
@@ -68,8 +75,14 @@ static void ngx_http_scale_redis_cleanup(void *privdata);
 static void ngx_http_scale_redis_read_handler(ngx_event_t *rev);
 static void ngx_http_scale_redis_write_handler(ngx_event_t *wev);
 
+static ngx_http_scale_redis_conn_t *ngx_http_scale_redis_pick(
+    ngx_http_scale_redis_pool_t *pool);
+static ngx_int_t ngx_http_scale_redis_queue(ngx_http_scale_redis_pool_t *pool,
+    ngx_http_scale_redis_script_t *script, int argc, const char **argv,
+    const size_t *argvlen, ngx_http_scale_redis_token_t *t);
 static void ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
+static ngx_uint_t ngx_http_scale_redis_wanted(ngx_http_scale_redis_token_t *t);
 static void ngx_http_scale_redis_deliver(ngx_http_scale_redis_token_t *t,
     ngx_int_t rc, redisReply *reply);
 static void ngx_http_scale_redis_command_timeout(ngx_event_t *ev);
@@ -103,52 +116,9 @@ ngx_http_scale_redis_send(ngx_http_request_t *r,
     int argc, const char **argv, const size_t *argvlen,
     ngx_http_scale_redis_handler_pt handler, void *data)
 {
-    int                            n, i;
-    size_t                         lens[32];
-    ngx_uint_t                     k;
-    const char                    *args[32];
+    ngx_int_t                      rc;
     ngx_pool_cleanup_t            *cln;
-    ngx_http_scale_redis_conn_t   *rc;
     ngx_http_scale_redis_token_t  *t;
-
-    rc = NULL;
-
-    for (k = 0; k < pool->nconnections; k++) {
-        rc = &pool->conns[(pool->next + k) % pool->nconnections];
-        if (rc->ready) {
-            break;
-        }
-        rc = NULL;
-    }
-
-    if (rc == NULL) {
-        /*
-         * A worker that has just started is not down: its commands follow
-         * the handshake on the connection being made, bounded by timeout.
-         */
-
-        for (k = 0; k < pool->nconnections; k++) {
-            rc = &pool->conns[k];
-            if (rc->starting && rc->ac) {
-                break;
-            }
-            rc = NULL;
-        }
-    }
-
-    if (rc == NULL || ngx_http_scale_redis_exiting) {
-        ngx_http_scale_counter_add(
-                            pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
-        return NGX_HTTP_SCALE_REDIS_CONNECT;
-    }
-
-    pool->next = (pool->next + k + 1) % pool->nconnections;
-
-    if (argc + 2 > 32) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "too many redis arguments: %d", argc);
-        return NGX_HTTP_SCALE_REDIS_PROTOCOL;
-    }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -158,6 +128,164 @@ ngx_http_scale_redis_send(ngx_http_request_t *r,
     t = ngx_http_scale_redis_token_alloc();
     if (t == NULL) {
         return NGX_HTTP_SCALE_REDIS_PROTOCOL;
+    }
+
+    t->handler = handler;
+    t->data = data;
+    t->timer.log = r->connection->log;
+
+    rc = ngx_http_scale_redis_queue(pool, script, argc, argv, argvlen, t);
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_scale_redis_token_free(t);
+        return rc;
+    }
+
+    t->request = r;
+    t->cleanup = cln;
+
+    cln->handler = ngx_http_scale_redis_request_cleanup;
+    cln->data = t;
+
+    /* a client that goes away while we wait is noticed */
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+ngx_int_t
+ngx_http_scale_redis_send_detached(ngx_http_scale_redis_pool_t *pool,
+    ngx_http_scale_redis_script_t *script, int argc, const char **argv,
+    const size_t *argvlen, ngx_http_scale_redis_detached_pt handler,
+    void *data)
+{
+    ngx_int_t                      rc;
+    ngx_http_scale_redis_token_t  *t;
+
+    t = ngx_http_scale_redis_token_alloc();
+    if (t == NULL) {
+        return NGX_HTTP_SCALE_REDIS_PROTOCOL;
+    }
+
+    t->detached = handler;
+    t->data = data;
+    t->timer.log = pool->log;
+
+    rc = ngx_http_scale_redis_queue(pool, script, argc, argv, argvlen, t);
+
+    if (rc != NGX_AGAIN) {
+        t->detached = NULL;
+        ngx_http_scale_redis_token_free(t);
+    }
+
+    return rc;
+}
+
+
+/*
+ * Round robin over the usable connections.  A connection whose PING is
+ * overdue (Redis stalled) or whose output has piled up is skipped, so its
+ * callers fail at once instead of each waiting for the timeout.
+ */
+
+static ngx_http_scale_redis_conn_t *
+ngx_http_scale_redis_pick(ngx_http_scale_redis_pool_t *pool)
+{
+    ngx_uint_t                    k;
+    ngx_http_scale_redis_conn_t  *rc;
+
+    if (ngx_http_scale_redis_exiting || pool->conns == NULL) {
+        return NULL;
+    }
+
+    for (k = 0; k < pool->nconnections; k++) {
+        rc = &pool->conns[(pool->next + k) % pool->nconnections];
+
+        if (ngx_http_scale_redis_conn_usable(rc)) {
+            pool->next = (pool->next + k + 1) % pool->nconnections;
+            return rc;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_uint_t
+ngx_http_scale_redis_conn_usable(ngx_http_scale_redis_conn_t *rc)
+{
+    if (rc->ac == NULL) {
+        return 0;
+    }
+
+    if (rc->ready) {
+        return !(rc->ping_pending
+                 && ngx_current_msec - rc->ping_sent > rc->pool->timeout)
+               && sdslen(rc->ac->c.obuf) <= NGX_HTTP_SCALE_REDIS_OBUF_MAX;
+    }
+
+    /*
+     * A worker that has just started is not down: its commands follow
+     * the handshake on the connection being made, bounded by timeout.
+     */
+
+    return rc->starting;
+}
+
+
+ngx_uint_t
+ngx_http_scale_redis_usable(ngx_http_scale_redis_pool_t *pool)
+{
+    ngx_uint_t  k;
+
+    if (ngx_http_scale_redis_exiting || pool->conns == NULL) {
+        return 0;
+    }
+
+    for (k = 0; k < pool->nconnections; k++) {
+        if (ngx_http_scale_redis_conn_usable(&pool->conns[k])) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* picks a connection, sends, arms the command's timeout */
+
+static ngx_int_t
+ngx_http_scale_redis_queue(ngx_http_scale_redis_pool_t *pool,
+    ngx_http_scale_redis_script_t *script, int argc, const char **argv,
+    const size_t *argvlen, ngx_http_scale_redis_token_t *t)
+{
+    int                            n, i, rv;
+    size_t                         lens_buf[32], *lens;
+    const char                    *args_buf[32], **args;
+    ngx_http_scale_redis_conn_t   *rc;
+
+    rc = ngx_http_scale_redis_pick(pool);
+
+    if (rc == NULL) {
+        ngx_http_scale_counter_add(
+                            pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
+        return NGX_HTTP_SCALE_REDIS_CONNECT;
+    }
+
+    n = argc + (script ? 2 : 0);
+
+    if (n <= 32) {
+        args = args_buf;
+        lens = lens_buf;
+
+    } else {
+        args = ngx_alloc(n * (sizeof(char *) + sizeof(size_t)), pool->log);
+        if (args == NULL) {
+            return NGX_HTTP_SCALE_REDIS_PROTOCOL;
+        }
+
+        lens = (size_t *) (args + n);
     }
 
     n = 0;
@@ -174,39 +302,32 @@ ngx_http_scale_redis_send(ngx_http_request_t *r,
         lens[n++] = argvlen[i];
     }
 
-    if (redisAsyncCommandArgv(rc->ac, ngx_http_scale_redis_reply, t, n,
-                              args, lens)
-        != REDIS_OK)
-    {
-        ngx_http_scale_redis_token_free(t);
+    /* hiredis formats the command now: args need not outlive the call */
+    rv = redisAsyncCommandArgv(rc->ac, ngx_http_scale_redis_reply, t, n,
+                               args, lens);
+
+    if (args != args_buf) {
+        ngx_free(args);
+    }
+
+    if (rv != REDIS_OK) {
         ngx_http_scale_counter_add(
                            pool->errors_slot[NGX_HTTP_SCALE_REDIS_PROTOCOL], 1);
         return NGX_HTTP_SCALE_REDIS_PROTOCOL;
     }
 
-    t->request = r;
-    t->cleanup = cln;
     t->pool = pool;
     t->script = script;
     t->argc = argc;
     t->argv = argv;
     t->argvlen = argvlen;
-    t->handler = handler;
-    t->data = data;
     t->start_us = ngx_http_scale_now_us();
-
-    cln->handler = ngx_http_scale_redis_request_cleanup;
-    cln->data = t;
 
     t->timer.handler = ngx_http_scale_redis_command_timeout;
     t->timer.data = t;
-    t->timer.log = r->connection->log;
     ngx_add_timer(&t->timer, pool->timeout);
 
     ngx_http_scale_counter_add(pool->commands_slot, 1);
-
-    /* a client that goes away while we wait is noticed */
-    r->read_event_handler = ngx_http_test_reading;
 
     return NGX_AGAIN;
 }
@@ -222,14 +343,13 @@ ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     size_t                        *lens;
     ngx_int_t                      skipped;
     const char                   **args;
-    ngx_http_request_t            *req;
     ngx_http_scale_redis_pool_t   *pool;
 
     pool = t->pool;
 
     if (reply == NULL) {
         /* the connection is gone */
-        if (t->request && !ngx_http_scale_redis_exiting) {
+        if (ngx_http_scale_redis_wanted(t) && !ngx_http_scale_redis_exiting) {
             ngx_http_scale_counter_add(
                            pool->errors_slot[NGX_HTTP_SCALE_REDIS_PROTOCOL], 1);
             ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_PROTOCOL,
@@ -243,19 +363,18 @@ ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_http_scale_histogram_observe(pool->duration_slot,
                                      ngx_http_scale_now_us() - t->start_us);
 
-    req = t->request;
-
     if (reply->type == REDIS_REPLY_ERROR
-        && t->script && !t->retried && req
+        && t->script && !t->retried && ngx_http_scale_redis_wanted(t)
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
     {
         /* the script cache was flushed: EVAL loads it again */
 
         n = t->argc + 2;
-        args = ngx_palloc(req->pool, n * sizeof(char *));
-        lens = ngx_palloc(req->pool, n * sizeof(size_t));
+        args = ngx_alloc(n * (sizeof(char *) + sizeof(size_t)), pool->log);
 
-        if (args && lens) {
+        if (args) {
+            lens = (size_t *) (args + n);
+
             args[0] = "EVAL";
             lens[0] = 4;
             args[1] = (const char *) t->script->body.data;
@@ -268,11 +387,12 @@ ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 
             t->retried = 1;
 
-            if (redisAsyncCommandArgv(ac, ngx_http_scale_redis_reply, t, n,
-                                      args, lens)
-                == REDIS_OK)
-            {
-                ngx_log_error(NGX_LOG_NOTICE, req->connection->log, 0,
+            i = redisAsyncCommandArgv(ac, ngx_http_scale_redis_reply, t, n,
+                                      args, lens);
+            ngx_free(args);
+
+            if (i == REDIS_OK) {
+                ngx_log_error(NGX_LOG_NOTICE, pool->log, 0,
                               "redis pool \"%V\" lost its scripts, "
                               "loading again", &pool->name);
                 return;
@@ -284,20 +404,20 @@ ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         ngx_http_scale_counter_add(
                               pool->errors_slot[NGX_HTTP_SCALE_REDIS_REPLY], 1);
 
-        skipped = req ? ngx_http_scale_redis_log_burst(pool) : NGX_DECLINED;
+        if (ngx_http_scale_redis_wanted(t)) {
+            skipped = ngx_http_scale_redis_log_burst(pool);
 
-        if (skipped != NGX_DECLINED) {
-            ngx_log_error(NGX_LOG_ERR, req->connection->log, 0,
-                          "redis pool \"%V\" error: %*s, "
-                          "%i similar errors not logged", &pool->name,
-                          (size_t) reply->len, reply->str, skipped);
-        }
+            if (skipped != NGX_DECLINED) {
+                ngx_log_error(NGX_LOG_ERR, t->timer.log, 0,
+                              "redis pool \"%V\" error: %*s, "
+                              "%i similar errors not logged", &pool->name,
+                              (size_t) reply->len, reply->str, skipped);
+            }
 
-        if (req) {
             ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_REPLY, reply);
         }
 
-    } else if (req) {
+    } else if (ngx_http_scale_redis_wanted(t)) {
         ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_OK, reply);
     }
 
@@ -305,12 +425,33 @@ ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 }
 
 
+static ngx_uint_t
+ngx_http_scale_redis_wanted(ngx_http_scale_redis_token_t *t)
+{
+    return t->request != NULL || t->detached != NULL;
+}
+
+
+/* hands the outcome over, once: to a request (then resumed) or a caller */
+
 static void
 ngx_http_scale_redis_deliver(ngx_http_scale_redis_token_t *t, ngx_int_t rc,
     redisReply *reply)
 {
-    ngx_connection_t    *c;
-    ngx_http_request_t  *r;
+    ngx_connection_t                   *c;
+    ngx_http_request_t                 *r;
+    ngx_http_scale_redis_detached_pt    detached;
+
+    if (t->timer.timer_set) {
+        ngx_del_timer(&t->timer);
+    }
+
+    if (t->detached) {
+        detached = t->detached;
+        t->detached = NULL;
+        detached(t->data, rc, reply);
+        return;
+    }
 
     r = t->request;
     c = r->connection;
@@ -318,12 +459,9 @@ ngx_http_scale_redis_deliver(ngx_http_scale_redis_token_t *t, ngx_int_t rc,
     t->request = NULL;
     t->cleanup->handler = NULL;
 
-    if (t->timer.timer_set) {
-        ngx_del_timer(&t->timer);
-    }
-
     t->handler(r, t->data, rc, reply);
 
+    r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler(r);
     ngx_http_run_posted_requests(c);
 }
@@ -421,6 +559,8 @@ ngx_http_scale_redis_token_free(ngx_http_scale_redis_token_t *t)
         t->cleanup->handler = NULL;
         t->request = NULL;
     }
+
+    t->detached = NULL;
 
     if (t->timer.timer_set) {
         ngx_del_timer(&t->timer);
@@ -636,9 +776,7 @@ ngx_http_scale_redis_connect(ngx_http_scale_redis_conn_t *rc)
     ac->data = rc;
 
     if (ngx_http_scale_redis_attach(rc) != NGX_OK) {
-        rc->ac = NULL;
-        redisAsyncFree(ac);
-        ngx_http_scale_redis_schedule(rc, "no free connections");
+        ngx_http_scale_redis_drop(rc, "no free connections");
         return;
     }
 
@@ -747,6 +885,7 @@ ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac, void *r,
     void *privdata)
 {
     redisReply                   *reply = r;
+    ngx_int_t                     skipped;
     ngx_http_scale_redis_conn_t  *rc;
 
     rc = ac->data;
@@ -756,18 +895,21 @@ ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac, void *r,
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
-                      "redis pool \"%V\" handshake with %V failed: %*s",
-                      &rc->pool->name, &rc->pool->server,
-                      (size_t) reply->len, reply->str);
+        skipped = ngx_http_scale_redis_log_burst(rc->pool);
+
+        if (skipped != NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
+                          "redis pool \"%V\" handshake with %V failed: %*s, "
+                          "%i similar errors not logged",
+                          &rc->pool->name, &rc->pool->server,
+                          (size_t) reply->len, reply->str, skipped);
+        }
 
         ngx_http_scale_counter_add(
                       rc->pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
 
-        /* freed after this callback returns */
-        rc->ac = NULL;
-        redisAsyncFree(ac);
-        ngx_http_scale_redis_schedule(rc, "handshake failed");
+        /* hiredis frees it once this callback returns */
+        ngx_http_scale_redis_drop(rc, "handshake failed");
         return;
     }
 
@@ -793,6 +935,32 @@ ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac, void *r,
     }
 
     ngx_http_scale_redis_pool_update(rc->pool, NULL);
+}
+
+
+/*
+ * Closes a connection that failed.  It is marked unusable first: hiredis
+ * fails the commands still waiting on it, and the requests they resume may
+ * send again.
+ */
+
+static void
+ngx_http_scale_redis_drop(ngx_http_scale_redis_conn_t *rc, const char *reason)
+{
+    redisAsyncContext  *ac;
+
+    ac = rc->ac;
+
+    rc->ready = 0;
+    rc->starting = 0;
+    rc->ping_pending = 0;
+    rc->ac = NULL;
+
+    if (ac) {
+        redisAsyncFree(ac);
+    }
+
+    ngx_http_scale_redis_schedule(rc, reason);
 }
 
 
@@ -834,7 +1002,6 @@ ngx_http_scale_redis_schedule(ngx_http_scale_redis_conn_t *rc,
 static void
 ngx_http_scale_redis_timer_handler(ngx_event_t *ev)
 {
-    redisAsyncContext            *ac;
     ngx_http_scale_redis_conn_t  *rc = ev->data;
 
     if (ngx_http_scale_redis_exiting || ngx_exiting || ngx_quit) {
@@ -853,11 +1020,7 @@ ngx_http_scale_redis_timer_handler(ngx_event_t *ev)
                   "redis pool \"%V\" connect to %V timed out",
                   &rc->pool->name, &rc->pool->server);
 
-    ac = rc->ac;
-    rc->ac = NULL;
-    redisAsyncFree(ac);
-
-    ngx_http_scale_redis_schedule(rc, "connect timed out");
+    ngx_http_scale_redis_drop(rc, "connect timed out");
 }
 
 
@@ -865,7 +1028,6 @@ static void
 ngx_http_scale_redis_ping_handler(ngx_event_t *ev)
 {
     ngx_uint_t                    k;
-    redisAsyncContext            *ac;
     ngx_http_scale_redis_conn_t  *rc;
     ngx_http_scale_redis_pool_t  *pool = ev->data;
 
@@ -892,10 +1054,7 @@ ngx_http_scale_redis_ping_handler(ngx_event_t *ev)
                           "reconnecting", &pool->name,
                           ngx_current_msec - rc->ping_sent);
 
-            ac = rc->ac;
-            rc->ac = NULL;
-            redisAsyncFree(ac);
-            ngx_http_scale_redis_schedule(rc, "not answering");
+            ngx_http_scale_redis_drop(rc, "not answering");
             continue;
         }
 
@@ -920,6 +1079,7 @@ ngx_http_scale_redis_ping_reply(redisAsyncContext *ac, void *r,
     void *privdata)
 {
     redisReply                   *reply = r;
+    ngx_int_t                     skipped;
     ngx_http_scale_redis_conn_t  *rc = privdata;
 
     if (reply == NULL || rc->ac != ac) {
@@ -932,13 +1092,16 @@ ngx_http_scale_redis_ping_reply(redisAsyncContext *ac, void *r,
 
     if (reply->type == REDIS_REPLY_ERROR) {
         /* LOADING, MASTERDOWN and the like: not usable yet */
-        ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
-                      "redis pool \"%V\" PING failed: %*s", &rc->pool->name,
-                      (size_t) reply->len, reply->str);
+        skipped = ngx_http_scale_redis_log_burst(rc->pool);
 
-        rc->ac = NULL;
-        redisAsyncFree(ac);
-        ngx_http_scale_redis_schedule(rc, "PING failed");
+        if (skipped != NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
+                          "redis pool \"%V\" PING failed: %*s, "
+                          "%i similar errors not logged", &rc->pool->name,
+                          (size_t) reply->len, reply->str, skipped);
+        }
+
+        ngx_http_scale_redis_drop(rc, "PING failed");
         return;
     }
 
@@ -1175,11 +1338,18 @@ ngx_http_scale_redis_read_handler(ngx_event_t *rev)
             return;
         }
 
-        if (!(ngx_event_flags & NGX_USE_CLEAR_EVENT)
-            || ioctl(c->fd, FIONREAD, &n) == -1
-            || n <= 0)
-        {
+        if (!(ngx_event_flags & NGX_USE_CLEAR_EVENT)) {
             return;
+        }
+
+        if (ioctl(c->fd, FIONREAD, &n) == -1 || n <= 0) {
+
+            /* data and the peer's FIN came together: read the FIN too */
+            if (!rev->pending_eof) {
+                return;
+            }
+
+            rev->pending_eof = 0;
         }
     }
 }

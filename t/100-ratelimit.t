@@ -19,6 +19,13 @@ our $HttpConfig = <<'_EOC_';
     ratelimit_redis_zone $arg_k zone=ten rate=10r/m pool=main;
     ratelimit_redis_zone $binary_remote_addr$arg_k zone=bin rate=2r/m pool=main;
     ratelimit_redis_zone $http_x_key zone=long rate=1r/m pool=main;
+    ratelimit_redis_zone $arg_k zone=z1 rate=10r/m pool=main;
+    ratelimit_redis_zone $arg_k zone=z2 rate=10r/m pool=main;
+    ratelimit_redis_zone $arg_k zone=z3 rate=10r/m pool=main;
+    ratelimit_redis_zone $arg_k zone=z4 rate=10r/m pool=main;
+    ratelimit_redis_zone $arg_k zone=z5 rate=10r/m pool=main;
+    ratelimit_redis_zone $arg_k zone=z6 rate=10r/m pool=main;
+    ratelimit_redis_zone $arg_k zone=z7 rate=10r/m pool=main;
 _EOC_
 
 add_block_preprocessor(sub {
@@ -354,3 +361,21 @@ $::HttpConfig . q{
 ["GET /t?k=t23", "GET /t?k=t23"]
 --- error_code eval
 [200, 429]
+
+
+
+=== TEST 24: eight zones (the most) on one request, the tightest decides
+--- config
+    location = /t {
+        ratelimit_redis zone=z1; ratelimit_redis zone=z2; ratelimit_redis zone=z3;
+        ratelimit_redis zone=z4; ratelimit_redis zone=z5; ratelimit_redis zone=z6;
+        ratelimit_redis zone=z7; ratelimit_redis zone=two;
+        add_header X-RL $ratelimit_redis_status always;
+        empty_gif;
+    }
+--- request eval
+["GET /t?k=t8z", "GET /t?k=t8z", "GET /t?k=t8z"]
+--- error_code eval
+[200, 200, 429]
+--- response_headers eval
+["X-RL: PASSED", "X-RL: PASSED", "X-RL: REJECTED"]

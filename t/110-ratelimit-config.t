@@ -217,3 +217,13 @@ invalid port in redis_pool server "127.0.0.1:99999"
 [alert]
 [emerg]
 [error]
+
+
+
+=== TEST 19: a zone name with a colon (keys of two zones could meet)
+--- http_config
+    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
+    ratelimit_redis_zone $arg_k zone=a:b rate=1r/s pool=main;
+--- must_die
+--- error_log
+invalid zone name "zone=a:b"

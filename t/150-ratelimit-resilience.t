@@ -9,7 +9,7 @@ use FindBin;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
-our ($work);
+our ($work, %redis);
 require "$FindBin::Bin/helpers/scale.pl";
 need_module_and_redis();
 
@@ -216,6 +216,51 @@ _EOC_
     like($h, qr/X-RL: PASSED/, 'the first request of a new worker is limited, not failed open');
     errlog_clean($ds, 'starting instance');
     stop_nginx($ds);
+}
+
+# 11. Redis frozen (SIGSTOP: connections stay open, nothing answers): the
+#     watchdog drops the connection while ratelimit and session share the
+#     pool; requests keep being answered, fast, and limiting comes back.
+{
+    my $pf = free_port();
+    my $df = start_nginx('frozen', <<"_EOC_");
+    redis_pool main { server 127.0.0.1:$rp; timeout 100ms; connect_timeout 200ms; }
+    ratelimit_redis_zone \$arg_k zone=f rate=3r/m pool=main;
+    server {
+        listen 127.0.0.1:$pf;
+        location = /t {
+            ratelimit_redis zone=f;
+            session_redis main;
+            session_redis_required off;
+            session_redis_fail_open on;
+            add_header X-RL \$ratelimit_redis_status always;
+            empty_gif;
+        }
+    }
+_EOC_
+    my $uf = "http://127.0.0.1:$pf";
+    is((get("$uf/t?k=warm"))[0], 200, 'frozen: warm-up');
+    kill 'STOP', $redis{$rp};
+    my ($n, $bad, $worst) = (0, 0, 0);
+    my $end = time + 4.5;
+    while (time < $end && $n < 200) {
+        my ($c, $t) = get("$uf/t?k=frozen$n", 2);
+        $bad++ unless $c == 200;
+        $worst = $t if $t > $worst;
+        $n++;
+        sleep 0.02;
+    }
+    kill 'CONT', $redis{$rp};
+    is($bad, 0, "Redis frozen for 4.5 s: all $n requests answered 200");
+    cmp_ok($worst, '<', 0.5, "each within the pool timeout or at once (worst ${worst}s)");
+    ok(errlog_has($df, qr/did not answer PING for \d+ ms, reconnecting/),
+       'the watchdog dropped the stuck connection');
+    sleep 2.5;
+    wait_window($rp, 60, 5);
+    my @codes = map { (get("$uf/t?k=thawed"))[0] } 1 .. 4;
+    is("@codes", "200 200 200 429", 'limiting resumes once Redis thaws');
+    errlog_clean($df, 'frozen instance');
+    stop_nginx($df);
 }
 
 done_testing();

@@ -1,0 +1,530 @@
+
+/*
+ * The batcher: the requests that need Redis during one event loop
+ * iteration are decided by one script call on their pool, in the order
+ * they arrived.  Redis pays its per-call cost (and one TIME, one MGET)
+ * once per batch instead of once per request, and the answers are exactly
+ * those that one call per request would have given.
+ */
+
+
+#include "ngx_http_ratelimit_redis.h"
+
+
+/* requests in one script call */
+#define NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX  64
+
+
+struct ngx_http_ratelimit_redis_batcher_s {
+    ngx_http_scale_redis_pool_t     *pool;
+    ngx_queue_t                      pending;      /* of ctx */
+    ngx_event_t                      flush;        /* posted */
+};
+
+
+struct ngx_http_ratelimit_redis_batch_s {
+    ngx_queue_t                      inflight;
+    ngx_http_ratelimit_redis_batcher_t  *batcher;
+    ngx_uint_t                       n;
+    ngx_http_ratelimit_redis_ctx_t **ctxs;         /* NULL: request gone */
+    u_char                          *nzones;
+    int                              argc;
+    const char                     **argv;
+    size_t                          *argvlen;
+};
+
+
+static void ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev);
+static ngx_http_ratelimit_redis_batch_t *ngx_http_ratelimit_redis_batch_build(
+    ngx_http_ratelimit_redis_batcher_t *b);
+static void ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
+    redisReply *reply);
+static ngx_int_t ngx_http_ratelimit_redis_batch_check(
+    ngx_http_ratelimit_redis_batch_t *batch, redisReply *reply);
+static void ngx_http_ratelimit_redis_batch_cleanup(void *data);
+
+
+static ngx_http_ratelimit_redis_batcher_t  *ngx_http_ratelimit_redis_batchers;
+static ngx_queue_t                          ngx_http_ratelimit_redis_inflight;
+
+static const char  *ngx_http_ratelimit_redis_digits[] = {
+    "0", "1", "2", "3", "4", "5", "6", "7", "8"
+};
+
+
+/*
+ * KEYS: a base key per (request, zone), request by request.
+ * ARGV: per request, its number of zones, then per zone: limit, window
+ * (ms), dry run (0/1).  Per request it returns admitted, then per zone:
+ * admitted, remaining, retry (ms until this zone would admit: the first
+ * whole millisecond at which it would), reset (ms to the window's end).  Sliding window: the current window's count plus
+ * the previous one's weighted by how much of it the last window length
+ * still covers.  Time comes from Redis, so nginx hosts need not agree on
+ * the clock.  A request is counted only if all its zones admit it.
+ */
+
+static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
+    ngx_string(
+"local t = redis.call('TIME')\n"
+"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+"local zk, zp, zl, zw, ze, zd = {}, {}, {}, {}, {}, {}\n"
+"local nz, names, seen = {}, {}, {}\n"
+"local a, k = 1, 1\n"
+"while a <= #ARGV do\n"
+"  local n = tonumber(ARGV[a])\n"
+"  nz[#nz + 1] = n\n"
+"  for j = 1, n do\n"
+"    local w = tonumber(ARGV[a + 3 * j - 1])\n"
+"    local e = now % w\n"
+"    local cur, prev = KEYS[k] .. (now - e), KEYS[k] .. (now - e - w)\n"
+"    zk[k], zp[k], zw[k], ze[k] = cur, prev, w, e\n"
+"    zl[k], zd[k] = tonumber(ARGV[a + 3 * j - 2]), ARGV[a + 3 * j] == '1'\n"
+"    if not seen[cur] then seen[cur] = true; names[#names + 1] = cur end\n"
+"    if not seen[prev] then seen[prev] = true; names[#names + 1] = prev end\n"
+"    k = k + 1\n"
+"  end\n"
+"  a = a + 1 + 3 * n\n"
+"end\n"
+"local count, incr, ttl, out = {}, {}, {}, {}\n"
+"local v = redis.call('MGET', unpack(names))\n"
+"for i, name in ipairs(names) do count[name] = tonumber(v[i]) or 0 end\n"
+"k = 1\n"
+"for r = 1, #nz do\n"
+"  local n, admit, base = nz[r], 1, #out + 1\n"
+"  for j = 1, n do\n"
+"    local c, p, l, w, e = count[zk[k]], count[zp[k]], zl[k], zw[k], ze[k]\n"
+"    local est = p * (w - e) / w + c\n"
+"    local o = base + 4 * j - 3\n"
+"    out[o + 3] = w - e\n"
+"    if est + 1 > l then\n"
+"      local retry\n"
+"      if c + 1 > l then\n"
+"        retry = w - e + w - math.floor((l - 1) * w / c)\n"
+"      else\n"
+"        retry = w - math.floor((l - c - 1) * w / p) - e\n"
+"      end\n"
+"      out[o], out[o + 1], out[o + 2] = 0, 0, retry > 0 and retry or 1\n"
+"      if not zd[k] then admit = 0 end\n"
+"    else\n"
+"      out[o], out[o + 1], out[o + 2] = 1, math.floor(l - est), 0\n"
+"    end\n"
+"    k = k + 1\n"
+"  end\n"
+"  out[base] = admit\n"
+"  if admit == 1 then\n"
+"    for j = 1, n do\n"
+"      local o, key = base + 4 * j - 3, zk[k - n + j - 1]\n"
+"      if out[o] == 1 then\n"
+"        count[key] = count[key] + 1\n"
+"        incr[key] = (incr[key] or 0) + 1\n"
+"        ttl[key] = 2 * zw[k - n + j - 1]\n"
+"        out[o + 1] = out[o + 1] - 1\n"
+"      end\n"
+"    end\n"
+"  end\n"
+"end\n"
+"for key, d in pairs(incr) do\n"
+"  redis.call('INCRBY', key, d)\n"
+"  if count[key] == d then redis.call('PEXPIRE', key, ttl[key]) end\n"
+"end\n"
+"return out\n"),
+    { 0 }
+};
+
+
+ngx_int_t
+ngx_http_ratelimit_redis_batch_script(ngx_conf_t *cf)
+{
+    return ngx_http_scale_redis_script_init(cf,
+                                            &ngx_http_ratelimit_redis_script);
+}
+
+
+/* one batcher per pool the zones use, per worker */
+
+ngx_int_t
+ngx_http_ratelimit_redis_batch_init(ngx_cycle_t *cycle, ngx_array_t *zones)
+{
+    ngx_uint_t                           i, k, n;
+    ngx_http_ratelimit_redis_zone_t    **zp;
+    ngx_http_ratelimit_redis_batcher_t  *b;
+
+    ngx_queue_init(&ngx_http_ratelimit_redis_inflight);
+
+    b = ngx_pcalloc(cycle->pool,
+                    zones->nelts * sizeof(ngx_http_ratelimit_redis_batcher_t));
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_ratelimit_redis_batchers = b;
+
+    zp = zones->elts;
+    n = 0;
+
+    for (i = 0; i < zones->nelts; i++) {
+        for (k = 0; k < n; k++) {
+            if (b[k].pool == zp[i]->pool) {
+                break;
+            }
+        }
+
+        if (k == n) {
+            b[k].pool = zp[i]->pool;
+            ngx_queue_init(&b[k].pending);
+            b[k].flush.handler = ngx_http_ratelimit_redis_batch_flush;
+            b[k].flush.data = &b[k];
+            b[k].flush.log = cycle->log;
+            n++;
+        }
+
+        zp[i]->batcher = &b[k];
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_ratelimit_redis_batch_exit(void)
+{
+    ngx_queue_t                       *q;
+    ngx_http_ratelimit_redis_batch_t  *batch;
+
+    if (ngx_http_ratelimit_redis_batchers == NULL) {
+        return;
+    }
+
+    /* the Redis client has already dropped their replies */
+
+    while (!ngx_queue_empty(&ngx_http_ratelimit_redis_inflight)) {
+        q = ngx_queue_head(&ngx_http_ratelimit_redis_inflight);
+        ngx_queue_remove(q);
+        batch = ngx_queue_data(q, ngx_http_ratelimit_redis_batch_t, inflight);
+        ngx_free(batch);
+    }
+
+    ngx_http_ratelimit_redis_batchers = NULL;
+}
+
+
+ngx_int_t
+ngx_http_ratelimit_redis_batch_add(ngx_http_request_t *r,
+    ngx_http_ratelimit_redis_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t                  *cln;
+    ngx_http_ratelimit_redis_batcher_t  *b;
+
+    b = ctx->limits[0]->zone->batcher;
+
+    /* a pool that is down fails at once, as a single command would */
+    if (!ngx_http_scale_redis_usable(b->pool)) {
+        ngx_http_scale_redis_count_error(b->pool,
+                                         NGX_HTTP_SCALE_REDIS_CONNECT);
+        return NGX_HTTP_SCALE_REDIS_CONNECT;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_SCALE_REDIS_PROTOCOL;
+    }
+
+    cln->handler = ngx_http_ratelimit_redis_batch_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+    ctx->batcher = b;
+    ngx_queue_insert_tail(&b->pending, &ctx->queue);
+
+    if (!b->flush.posted) {
+        ngx_post_event(&b->flush, &ngx_posted_events);
+    }
+
+    /* a client that goes away while we wait is noticed */
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
+{
+    ngx_http_ratelimit_redis_batcher_t *b = ev->data;
+
+    ngx_int_t                          rc;
+    ngx_http_ratelimit_redis_batch_t  *batch;
+
+    while (!ngx_queue_empty(&b->pending)) {
+
+        batch = ngx_http_ratelimit_redis_batch_build(b);
+
+        if (batch == NULL) {
+            /* out of memory: these requests fail, the next ones may not */
+            rc = NGX_HTTP_SCALE_REDIS_PROTOCOL;
+
+        } else {
+            rc = ngx_http_scale_redis_send_detached(b->pool,
+                                         &ngx_http_ratelimit_redis_script,
+                                         batch->argc, batch->argv,
+                                         batch->argvlen,
+                                         ngx_http_ratelimit_redis_batch_reply,
+                                         batch);
+        }
+
+        if (rc == NGX_AGAIN) {
+            ngx_queue_insert_tail(&ngx_http_ratelimit_redis_inflight,
+                                  &batch->inflight);
+            continue;
+        }
+
+        if (batch) {
+            ngx_queue_insert_tail(&ngx_http_ratelimit_redis_inflight,
+                                  &batch->inflight);
+            ngx_http_ratelimit_redis_batch_reply(batch, rc, NULL);
+
+        } else {
+            /* the first request of the queue, alone */
+            ngx_http_ratelimit_redis_ctx_t  *ctx;
+            ngx_http_request_t              *r;
+            ngx_connection_t                *c;
+
+            ctx = ngx_queue_data(ngx_queue_head(&b->pending),
+                                 ngx_http_ratelimit_redis_ctx_t, queue);
+            ngx_queue_remove(&ctx->queue);
+            ctx->batcher = NULL;
+
+            r = ctx->request;
+            c = r->connection;
+
+            ngx_http_ratelimit_redis_decide(r, ctx, rc, NULL);
+
+            r->read_event_handler = ngx_http_block_reading;
+            r->write_event_handler(r);
+            ngx_http_run_posted_requests(c);
+        }
+    }
+}
+
+
+/* takes up to BATCH_MAX requests off the queue; one allocation */
+
+static ngx_http_ratelimit_redis_batch_t *
+ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
+{
+    u_char                            *p;
+    size_t                             size, keys;
+    ngx_uint_t                         n, nkeys, i, j;
+    ngx_queue_t                       *q;
+    const char                       **argv;
+    size_t                            *lens;
+    ngx_http_ratelimit_redis_ctx_t    *ctx;
+    ngx_http_ratelimit_redis_zone_t   *zone;
+    ngx_http_ratelimit_redis_batch_t  *batch;
+
+    n = 0;
+    nkeys = 0;
+    keys = 0;
+
+    for (q = ngx_queue_head(&b->pending);
+         q != ngx_queue_sentinel(&b->pending)
+         && n < NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX;
+         q = ngx_queue_next(q))
+    {
+        ctx = ngx_queue_data(q, ngx_http_ratelimit_redis_ctx_t, queue);
+
+        for (j = 0; j < ctx->nzones; j++) {
+            keys += ctx->keys[j].len;
+        }
+
+        nkeys += ctx->nzones;
+        n++;
+    }
+
+    /* numkeys, the keys, then per request its zone count and 3 per zone */
+    size = 1 + nkeys + n + 3 * nkeys;
+
+    batch = ngx_alloc(sizeof(ngx_http_ratelimit_redis_batch_t)
+                      + n * sizeof(ngx_http_ratelimit_redis_ctx_t *)
+                      + size * (sizeof(char *) + sizeof(size_t))
+                      + n + NGX_INT_T_LEN + keys,
+                      ngx_cycle->log);
+    if (batch == NULL) {
+        return NULL;
+    }
+
+    batch->batcher = b;
+    batch->n = n;
+    batch->argc = size;
+    batch->ctxs = (ngx_http_ratelimit_redis_ctx_t **) (batch + 1);
+    batch->argv = (const char **) (batch->ctxs + n);
+    batch->argvlen = (size_t *) (batch->argv + size);
+    batch->nzones = (u_char *) (batch->argvlen + size);
+    p = batch->nzones + n;
+
+    argv = batch->argv;
+    lens = batch->argvlen;
+
+    argv[0] = (const char *) p;
+    lens[0] = ngx_sprintf(p, "%ui", nkeys) - p;
+    p += lens[0];
+
+    argv += 1;
+    lens += 1;
+
+    /* keys are copied: a request may go away while the batch is out */
+
+    for (i = 0; i < n; i++) {
+        q = ngx_queue_head(&b->pending);
+        ctx = ngx_queue_data(q, ngx_http_ratelimit_redis_ctx_t, queue);
+        ngx_queue_remove(q);
+
+        ctx->batcher = NULL;
+        ctx->batch = batch;
+        ctx->index = i;
+
+        batch->ctxs[i] = ctx;
+        batch->nzones[i] = (u_char) ctx->nzones;
+
+        for (j = 0; j < ctx->nzones; j++) {
+            *argv++ = (const char *) p;
+            *lens++ = ctx->keys[j].len;
+            p = ngx_cpymem(p, ctx->keys[j].data, ctx->keys[j].len);
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        ctx = batch->ctxs[i];
+
+        *argv++ = ngx_http_ratelimit_redis_digits[ctx->nzones];
+        *lens++ = 1;
+
+        for (j = 0; j < ctx->nzones; j++) {
+            zone = ctx->limits[j]->zone;
+
+            *argv++ = (const char *) zone->limit_arg.data;
+            *lens++ = zone->limit_arg.len;
+            *argv++ = (const char *) zone->window_arg.data;
+            *lens++ = zone->window_arg.len;
+            *argv++ = ctx->limits[j]->dry_run ? "1" : "0";
+            *lens++ = 1;
+        }
+    }
+
+    return batch;
+}
+
+
+static void
+ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
+    redisReply *reply)
+{
+    ngx_http_ratelimit_redis_batch_t *batch = data;
+
+    ngx_uint_t                           i, j, k;
+    redisReply                         **e;
+    ngx_connection_t                    *c;
+    ngx_http_request_t                  *r;
+    ngx_http_ratelimit_redis_ctx_t      *ctx;
+    ngx_http_ratelimit_redis_verdict_t   v[NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX];
+
+    ngx_queue_remove(&batch->inflight);
+
+    if (rc == NGX_HTTP_SCALE_REDIS_OK
+        && ngx_http_ratelimit_redis_batch_check(batch, reply) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "ratelimit_redis: unexpected reply from redis pool "
+                      "\"%V\"", ngx_http_scale_redis_pool_name(
+                                                    batch->batcher->pool));
+
+        ngx_http_scale_redis_count_error(batch->batcher->pool,
+                                         NGX_HTTP_SCALE_REDIS_PROTOCOL);
+        rc = NGX_HTTP_SCALE_REDIS_PROTOCOL;
+    }
+
+    k = 0;
+
+    for (i = 0; i < batch->n; i++) {
+        ctx = batch->ctxs[i];
+
+        if (ctx && rc == NGX_HTTP_SCALE_REDIS_OK) {
+            e = reply->element;
+
+            for (j = 0; j < ctx->nzones; j++) {
+                v[j].admitted = e[k + 1 + 4 * j]->integer;
+                v[j].remaining = e[k + 2 + 4 * j]->integer;
+                v[j].retry = e[k + 3 + 4 * j]->integer;
+                v[j].reset = e[k + 4 + 4 * j]->integer;
+            }
+        }
+
+        k += 1 + 4 * batch->nzones[i];
+
+        if (ctx == NULL) {
+            continue;
+        }
+
+        /* read ctxs[] afresh each time: resuming one may end another */
+
+        ctx->batch = NULL;
+        r = ctx->request;
+        c = r->connection;
+
+        ngx_http_ratelimit_redis_decide(r, ctx, rc,
+                                     rc == NGX_HTTP_SCALE_REDIS_OK ? v : NULL);
+
+        r->read_event_handler = ngx_http_block_reading;
+        r->write_event_handler(r);
+        ngx_http_run_posted_requests(c);
+    }
+
+    ngx_free(batch);
+}
+
+
+static ngx_int_t
+ngx_http_ratelimit_redis_batch_check(ngx_http_ratelimit_redis_batch_t *batch,
+    redisReply *reply)
+{
+    ngx_uint_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < batch->n; i++) {
+        n += 1 + 4 * batch->nzones[i];
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER
+            || reply->element[i]->integer < 0)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* the request is freed: out of the queue, or out of the batch in flight */
+
+static void
+ngx_http_ratelimit_redis_batch_cleanup(void *data)
+{
+    ngx_http_ratelimit_redis_ctx_t  *ctx = data;
+
+    if (ctx->batcher) {
+        ngx_queue_remove(&ctx->queue);
+        ctx->batcher = NULL;
+    }
+
+    if (ctx->batch) {
+        ctx->batch->ctxs[ctx->index] = NULL;
+        ctx->batch = NULL;
+    }
+}
