@@ -1,12 +1,11 @@
 
 /*
- * Shared counters.  Every series is registered at configuration time and
- * gets fixed slots in one shared memory zone, so an update is a single
- * atomic add at a known index: no lookup, no lock.  Slot 0 is the overflow
- * series for a zone too small to hold them all.
- *
- * Zone layout: header, then a key per series (to carry values over a
- * reload that changes the set of series), then the slots.
+ * Shared counters.  Every series is registered at configuration time; the
+ * zone gives it slots once and for all, found again by a hash of its name
+ * and labels after a reload.  A series' slots never move, so workers of
+ * the old and the new configuration may update them side by side.  An
+ * update is one atomic add at an index known in advance: no lookup, no
+ * lock.  Slot 0 is the overflow series for a zone that is full.
  */
 
 
@@ -16,13 +15,15 @@
 typedef struct {
     uint32_t                         hash;         /* of family and labels */
     uint32_t                         nslots;
-    ngx_uint_t                       slot;
+    ngx_uint_t                       slot;         /* in the zone */
 } ngx_http_scale_metrics_key_t;
 
 
 typedef struct {
-    ngx_uint_t                       nseries;
-    ngx_uint_t                       nslots;       /* that fit */
+    ngx_uint_t                       nkeys;
+    ngx_uint_t                       keys_max;
+    ngx_uint_t                       nslots;
+    ngx_uint_t                       slots_max;
     ngx_http_scale_metrics_key_t    *keys;
     ngx_atomic_t                    *slots;
 } ngx_http_scale_metrics_shctx_t;
@@ -30,8 +31,10 @@ typedef struct {
 
 static ngx_int_t ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-static ngx_uint_t ngx_http_scale_metrics_same_layout(
-    ngx_http_scale_metrics_conf_t *mcf, ngx_http_scale_metrics_shctx_t *octx);
+static ngx_http_scale_metrics_shctx_t *ngx_http_scale_metrics_create(
+    ngx_slab_pool_t *shpool);
+static ngx_uint_t ngx_http_scale_metrics_place(
+    ngx_http_scale_metrics_shctx_t *ctx, ngx_http_scale_series_t *s);
 static ngx_uint_t ngx_http_scale_series_nslots(ngx_http_scale_series_t *s);
 static uint32_t ngx_http_scale_series_hash(ngx_http_scale_series_t *s);
 
@@ -42,8 +45,10 @@ const ngx_msec_t  ngx_http_scale_histogram_bounds_us[] = {
 };
 
 
+/* this process' view: registration slot -> zone slot */
 static ngx_atomic_t  *ngx_http_scale_slots;
-static ngx_uint_t     ngx_http_scale_nslots;
+static ngx_uint_t    *ngx_http_scale_map;
+static ngx_uint_t     ngx_http_scale_nmap;
 static ngx_atomic_t   ngx_http_scale_no_slots[1];
 
 
@@ -60,6 +65,7 @@ ngx_http_scale_metrics_init_conf(ngx_conf_t *cf,
 
     mcf->nslots = 1;                       /* the overflow slot */
     mcf->zone_size = NGX_CONF_UNSET_SIZE;
+    mcf->pool = cf->pool;
 
     return NGX_OK;
 }
@@ -115,64 +121,19 @@ ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_scale_metrics_conf_t   *mcf = shm_zone->data;
 
-    size_t                           avail;
-    ngx_uint_t                       i, j, n, nold, onslots, k;
+    ngx_uint_t                       i, k, slot, n, lost;
     ngx_slab_pool_t                 *shpool;
-    ngx_atomic_uint_t               *old;
     ngx_http_scale_series_t         *series;
-    ngx_http_scale_metrics_key_t    *okeys;
-    ngx_http_scale_metrics_shctx_t  *ctx, *octx;
+    ngx_http_scale_metrics_shctx_t  *ctx;
 
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-    shpool->log_nomem = 0;
 
-    /* data is the previous cycle's conf when the zone is reused */
-    octx = data ? shpool->data : NULL;
-    series = mcf->series.elts;
-
-    old = NULL;
-    okeys = NULL;
-    nold = 0;
-    onslots = 0;
-
-    if (octx && ngx_http_scale_metrics_same_layout(mcf, octx)) {
-        /* a reload that changed no series: old and new workers share slots */
-        ngx_http_scale_slots = octx->slots;
-        ngx_http_scale_nslots = octx->nslots;
-        return NGX_OK;
-    }
-
-    if (octx) {
-        /* reload: keep the values of the series that still exist */
-
-        ctx = octx;
-        nold = ctx->nseries;
-        onslots = ctx->nslots;
-
-        okeys = ngx_alloc(nold * sizeof(ngx_http_scale_metrics_key_t)
-                          + ctx->nslots * sizeof(ngx_atomic_t),
-                          ngx_cycle->log);
-        if (okeys == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (nold) {
-            ngx_memcpy(okeys, ctx->keys,
-                       nold * sizeof(ngx_http_scale_metrics_key_t));
-        }
-        old = (ngx_atomic_uint_t *) (okeys + nold);
-        for (i = 0; i < onslots; i++) {
-            old[i] = ctx->slots[i];
-        }
-
-        if (ctx->keys) {
-            ngx_slab_free(shpool, ctx->keys);
-        }
-
-        ngx_slab_free(shpool, (void *) ctx->slots);
+    if (data) {
+        /* a reload: the series that still exist keep their slots */
+        ctx = shpool->data;
 
     } else {
-        ctx = ngx_slab_alloc(shpool, sizeof(ngx_http_scale_metrics_shctx_t));
+        ctx = ngx_http_scale_metrics_create(shpool);
         if (ctx == NULL) {
             return NGX_ERROR;
         }
@@ -180,102 +141,122 @@ ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         shpool->data = ctx;
     }
 
-    /* without room for the keys, a reload only loses the old values */
-    ctx->nseries = mcf->series.nelts;
-    ctx->keys = ngx_slab_calloc(shpool, (ctx->nseries + 1)
-                                       * sizeof(ngx_http_scale_metrics_key_t));
-    if (ctx->keys == NULL) {
-        ctx->nseries = 0;
-    }
-
-    /* what is left of the zone holds the slots */
-
-    avail = (shpool->end - shpool->start) / 2;
-    n = mcf->nslots;
-
-    while (n > 1 && n * sizeof(ngx_atomic_t) > avail) {
-        n /= 2;
-    }
-
-    for ( ;; ) {
-        ctx->slots = ngx_slab_calloc(shpool, n * sizeof(ngx_atomic_t));
-        if (ctx->slots || n <= 1) {
-            break;
-        }
-
-        n /= 2;
-    }
-
-    if (ctx->slots == NULL) {
-        ngx_free(okeys);
+    mcf->map = ngx_pcalloc(mcf->pool, mcf->nslots * sizeof(ngx_uint_t));
+    if (mcf->map == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->nslots = n;
+    series = mcf->series.elts;
+    lost = 0;
 
-    if (n < mcf->nslots) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "health_zone is too small for %ui series, "
-                      "the rest are counted in "
-                      "nginx_scale_metrics_overflow_total", mcf->series.nelts);
-    }
+    ngx_shmtx_lock(&shpool->mutex);
 
-    for (i = 0; i < ctx->nseries; i++) {
-        ctx->keys[i].hash = ngx_http_scale_series_hash(&series[i]);
-        ctx->keys[i].nslots = ngx_http_scale_series_nslots(&series[i]);
-        ctx->keys[i].slot = series[i].slot;
+    for (i = 0; i < mcf->series.nelts; i++) {
+        slot = ngx_http_scale_metrics_place(ctx, &series[i]);
+        n = ngx_http_scale_series_nslots(&series[i]);
 
-        for (j = 0; j < nold; j++) {
-            if (okeys[j].hash != ctx->keys[i].hash
-                || okeys[j].nslots != ctx->keys[i].nslots)
-            {
-                continue;
-            }
+        if (slot == 0) {
+            lost++;
+        }
 
-            for (k = 0; k < ctx->keys[i].nslots; k++) {
-                if (okeys[j].slot + k < onslots
-                    && series[i].slot + k < n)
-                {
-                    ctx->slots[series[i].slot + k] = old[okeys[j].slot + k];
-                }
-            }
-
-            break;
+        for (k = 0; k < n; k++) {
+            mcf->map[series[i].slot + k] = slot ? slot + k : 0;
         }
     }
 
-    ngx_free(okeys);
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (lost) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "health_zone is too small for %ui of %ui series, "
+                      "they are counted in nginx_scale_metrics_overflow_total",
+                      lost, mcf->series.nelts);
+    }
 
     ngx_http_scale_slots = ctx->slots;
-    ngx_http_scale_nslots = n;
+    ngx_http_scale_map = mcf->map;
+    ngx_http_scale_nmap = mcf->nslots;
 
     return NGX_OK;
 }
 
 
-static ngx_uint_t
-ngx_http_scale_metrics_same_layout(ngx_http_scale_metrics_conf_t *mcf,
-    ngx_http_scale_metrics_shctx_t *octx)
-{
-    ngx_uint_t                i;
-    ngx_http_scale_series_t  *series;
+/* a quarter of the zone for the keys, the rest for the slots */
 
-    if (octx->nseries != mcf->series.nelts || octx->keys == NULL) {
-        return 0;
+static ngx_http_scale_metrics_shctx_t *
+ngx_http_scale_metrics_create(ngx_slab_pool_t *shpool)
+{
+    size_t                           avail;
+    ngx_http_scale_metrics_shctx_t  *ctx;
+
+    shpool->log_nomem = 0;
+
+    ctx = ngx_slab_calloc(shpool, sizeof(ngx_http_scale_metrics_shctx_t));
+    if (ctx == NULL) {
+        return NULL;
     }
 
-    series = mcf->series.elts;
+    avail = shpool->end - shpool->start;
 
-    for (i = 0; i < mcf->series.nelts; i++) {
-        if (octx->keys[i].hash != ngx_http_scale_series_hash(&series[i])
-            || octx->keys[i].nslots != ngx_http_scale_series_nslots(&series[i])
-            || octx->keys[i].slot != series[i].slot)
-        {
-            return 0;
+    ctx->keys_max = avail / 4 / sizeof(ngx_http_scale_metrics_key_t);
+    ctx->keys = ngx_slab_calloc(shpool, ctx->keys_max
+                                        * sizeof(ngx_http_scale_metrics_key_t));
+    if (ctx->keys == NULL) {
+        return NULL;
+    }
+
+    for (ctx->slots_max = avail / 2 / sizeof(ngx_atomic_t);
+         ctx->slots_max > 1;
+         ctx->slots_max /= 2)
+    {
+        ctx->slots = ngx_slab_calloc(shpool,
+                                     ctx->slots_max * sizeof(ngx_atomic_t));
+        if (ctx->slots) {
+            break;
         }
     }
 
-    return 1;
+    if (ctx->slots == NULL) {
+        return NULL;
+    }
+
+    ctx->nslots = 1;                       /* 0: the overflow series */
+
+    return ctx;
+}
+
+
+/* the series' first slot in the zone, given now or before; 0: no room */
+
+static ngx_uint_t
+ngx_http_scale_metrics_place(ngx_http_scale_metrics_shctx_t *ctx,
+    ngx_http_scale_series_t *s)
+{
+    uint32_t                       hash;
+    ngx_uint_t                     i, n;
+    ngx_http_scale_metrics_key_t  *key;
+
+    hash = ngx_http_scale_series_hash(s);
+    n = ngx_http_scale_series_nslots(s);
+
+    for (i = 0; i < ctx->nkeys; i++) {
+        if (ctx->keys[i].hash == hash && ctx->keys[i].nslots == n) {
+            return ctx->keys[i].slot;
+        }
+    }
+
+    if (ctx->nkeys == ctx->keys_max || ctx->nslots + n > ctx->slots_max) {
+        return 0;
+    }
+
+    key = &ctx->keys[ctx->nkeys++];
+    key->hash = hash;
+    key->nslots = n;
+    key->slot = ctx->nslots;
+
+    ctx->nslots += n;
+
+    return key->slot;
 }
 
 
@@ -353,7 +334,8 @@ ngx_http_scale_slot(ngx_uint_t slot)
         return ngx_http_scale_no_slots;
     }
 
-    return &ngx_http_scale_slots[slot < ngx_http_scale_nslots ? slot : 0];
+    return &ngx_http_scale_slots[slot < ngx_http_scale_nmap
+                                 ? ngx_http_scale_map[slot] : 0];
 }
 
 
@@ -377,7 +359,8 @@ ngx_http_scale_gauge_set(ngx_uint_t slot, ngx_atomic_int_t value)
 ngx_uint_t
 ngx_http_scale_slot_fits(ngx_uint_t slot)
 {
-    return ngx_http_scale_slots != NULL && slot < ngx_http_scale_nslots;
+    return ngx_http_scale_slots != NULL && slot < ngx_http_scale_nmap
+           && ngx_http_scale_map[slot] != 0;
 }
 
 

@@ -13,7 +13,9 @@
 
 typedef struct {
     ngx_array_t                      series;       /* of series_t */
-    ngx_uint_t                       nslots;
+    ngx_uint_t                       nslots;       /* registration slots */
+    ngx_uint_t                      *map;          /* to the zone's slots */
+    ngx_pool_t                      *pool;
     size_t                           zone_size;
     ngx_shm_zone_t                  *zone;
 } ngx_http_scale_metrics_conf_t;

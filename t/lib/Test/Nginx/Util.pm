@@ -659,7 +659,10 @@ sub run_test ($) {
     if (!defined $config) {
         bail_out("$name - No '--- config' section specified and could not get previous one.")
             if !$NoNginxManager && !defined $PrevConfig;
-        $should_restart = 0;
+        # under valgrind the previous block's nginx was stopped to read
+        # valgrind's report: start it again with the same configuration
+        $conf_text = $PrevConfig;
+        $should_restart = $UseValgrind && !$NoNginxManager ? 1 : 0;
     } elsif ($NoNginxManager) {
         $should_restart = 0;
     } else {
