@@ -44,7 +44,7 @@ redis('set', 't202_3:e', session('1700000000000'));
 redis('set', 't202_3:f', '{"user":{"id":"no cookie object"}}');
 redis('set', 't202_3:g', session('"2020-01-01T00:00:00+02:00"'));
 redis('set', 't202_3:h', session('"2000-02-29T12:00:00Z"'));
-redis('set', 't202_4:abc', session('null'), 'px', '5000');
+redis('set', 't202_4:abc', session('null'), 'px', '120000');   # touch sets 1h
 redis('set', 't202_5:abc', session('null'), 'px', '60000');
 redis('set', 't202_7:notjson', 'this is not JSON {');
 redis('set', 't202_7:array', '["an","array"]');
