@@ -1,0 +1,134 @@
+# Shared by the bench/ scripts: private Redis and nginx on loopback, wrk,
+# and a comparison that interleaves its cases so the machine's noise hits
+# them alike.  Sourced, not run.
+#
+# Settings: ROUNDS (5), SLICE seconds per case and round (3), CONNS (32),
+# NGINX_BIN (/usr/sbin/nginx), SO (build/modules/ngx_http_scale_module.so).
+
+set -eu
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+nginx=${NGINX_BIN:-/usr/sbin/nginx}
+unset NGINX                       # nginx would read it as inherited sockets
+so=${SO:-$repo/build/modules/ngx_http_scale_module.so}
+rounds=${ROUNDS:-5}
+slice=${SLICE:-3}
+conns=${CONNS:-32}
+
+[ -f "$so" ] || make -C "$repo" >&2
+"$repo/scripts/deps.sh" bench
+
+work=$(mktemp -d "/tmp/bench-$(basename "$0").XXXXXX")
+pids=()
+
+bench_cleanup() {
+    local f p
+    for f in "$work"/ngx-*/nginx.pid; do
+        [ -f "$f" ] && kill -QUIT "$(cat "$f")" 2>/dev/null
+    done
+    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+    sleep 0.3
+    rm -rf "$work"
+}
+trap bench_cleanup EXIT
+
+free_port() {   # a port nothing listens on and not handed out before
+    local p
+    for _ in $(seq 100); do
+        p=$((30000 + RANDOM % 20000))
+        grep -qx "$p" "$work/ports" 2>/dev/null && continue
+        ss -Htln "sport = :$p" | grep -q . && continue
+        echo "$p" >>"$work/ports"
+        echo "$p"
+        return
+    done
+    return 1
+}
+
+start_redis() {   # sets redis_port
+    redis_port=$(free_port)
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" \
+        --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 50); do
+        redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "redis did not start" >&2
+    exit 1
+}
+
+start_nginx() {   # start_nginx NAME MAIN_LINES HTTP_BODY: one worker
+    local d=$work/ngx-$1
+    mkdir -p "$d/logs"
+    cat >"$d/nginx.conf" <<EOC
+$2
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $d/body; proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+$3
+}
+EOC
+    "$nginx" -p "$d" -c "$d/nginx.conf"
+    for _ in $(seq 50); do [ -s "$d/nginx.pid" ] && break; sleep 0.1; done
+    sleep 0.3                     # workers connect to Redis
+}
+
+expect_code() {   # expect_code CODE URL [HEADER]: the case does what it claims
+    local got
+    got=$(curl -s -o /dev/null -w '%{http_code}' ${3:+-H "$3"} "$2")
+    [ "$got" = "$1" ] || { echo "$2 answered $got, not $1" >&2; exit 1; }
+}
+
+rps() {   # rps SECONDS URL [HEADER]
+    wrk -t1 -c"$conns" -d"${1}s" ${3:+-H "$3"} "$2" 2>/dev/null \
+        | awk '/^Requests\/sec/ {print $2}'
+}
+
+# compare "name|url|header" ...: the first case is the baseline.  Every
+# round gives each case one slice, in an order that rotates; prints the
+# median req/s of each case and the median of its per-round ratios.
+compare() {
+    local cases=("$@") n=$# r i k name url hdr out=$work/results
+    : >"$out"
+
+    for i in $(seq 0 $((n - 1))); do          # warm-up
+        IFS='|' read -r name url hdr <<<"${cases[$i]}"
+        rps 1 "$url" "$hdr" >/dev/null
+    done
+
+    for r in $(seq "$rounds"); do
+        for k in $(seq 0 $((n - 1))); do
+            i=$(((k + r) % n))
+            IFS='|' read -r name url hdr <<<"${cases[$i]}"
+            echo "$r $i $(rps "$slice" "$url" "$hdr")" >>"$out"
+        done
+    done
+
+    printf '%-40s %10s %8s\n' "one worker, wrk -c$conns, ${rounds}x${slice}s" "req/s" "ratio"
+    for i in $(seq 0 $((n - 1))); do
+        IFS='|' read -r name url hdr <<<"${cases[$i]}"
+        awk -v i="$i" -v name="$name" '
+            { v[$1, $2] = $3; if ($1 > rounds) rounds = $1 }
+            END {
+                for (r = 1; r <= rounds; r++) { a[r] = v[r, i]; q[r] = v[r, i] / v[r, 0] }
+                printf "%-40s %10.0f %8.2f\n", name, median(a, rounds), median(q, rounds)
+            }
+            function median(x, m,   j, k, t) {
+                for (j = 1; j <= m; j++) for (k = j + 1; k <= m; k++)
+                    if (x[k] < x[j]) { t = x[j]; x[j] = x[k]; x[k] = t }
+                return (m % 2) ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
+            }' "$out"
+    done
+}
+
+errlog_summary() {
+    local n
+    n=$(cat "$work"/ngx-*/logs/error.log 2>/dev/null | grep -cE '\[(alert|emerg|crit)\]' || true)
+    echo "error log [alert]/[emerg]/[crit] lines: $n"
+}
