@@ -46,6 +46,8 @@ down:
 bench: $(SO)
 	@scripts/deps.sh bench
 	bench/ratelimit
+	bench/session
+	bench/metrics
 
 fuzz:
 	@scripts/deps.sh build fuzz
