@@ -68,6 +68,11 @@ ngx_http_health_log_handler(ngx_http_request_t *r)
     ngx_http_upstream_state_t    *state;
     ngx_http_health_main_conf_t  *hmcf;
 
+    if (r != r->main) {
+        /* log_subrequest on: a subrequest is part of its main request */
+        return NGX_OK;
+    }
+
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_health_module);
 
     status = r->err_status ? r->err_status : r->headers_out.status;

@@ -83,6 +83,11 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_session_redis_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_session_redis_same_source(
+    ngx_http_session_redis_loc_conf_t *one,
+    ngx_http_session_redis_loc_conf_t *two);
+static ngx_int_t ngx_http_session_redis_verdict(ngx_uint_t status,
+    ngx_http_session_redis_loc_conf_t *slcf);
 static ngx_int_t ngx_http_session_redis_start(ngx_http_request_t *r,
     ngx_http_session_redis_loc_conf_t *slcf);
 static ngx_int_t ngx_http_session_redis_cookie(ngx_http_request_t *r,
@@ -307,8 +312,10 @@ ngx_http_session_redis_handler(ngx_http_request_t *r)
             return ctx->rc;
         }
 
-        /* after an internal redirect (error_page 401): checked already */
-        return NGX_DECLINED;
+        if (r->error_page) {
+            /* the page that tells of our own 401 or 503 */
+            return NGX_DECLINED;
+        }
     }
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_session_redis_module);
@@ -317,7 +324,32 @@ ngx_http_session_redis_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    if (ctx && ngx_http_session_redis_same_source(ctx->conf, slcf)) {
+        /*
+         * An internal redirect (try_files, X-Accel-Redirect) to a location
+         * that looks at the same session: its own rules decide.
+         */
+        return ngx_http_session_redis_verdict(ctx->status, slcf);
+    }
+
     return ngx_http_session_redis_start(r, slcf);
+}
+
+
+static ngx_uint_t
+ngx_http_session_redis_same_source(ngx_http_session_redis_loc_conf_t *one,
+    ngx_http_session_redis_loc_conf_t *two)
+{
+    return one == two
+           || (one->pool == two->pool
+               && one->format == two->format
+               && one->secrets == two->secrets
+               && one->cookie.len == two->cookie.len
+               && ngx_strncmp(one->cookie.data, two->cookie.data,
+                              one->cookie.len) == 0
+               && one->prefix.len == two->prefix.len
+               && ngx_strncmp(one->prefix.data, two->prefix.data,
+                              one->prefix.len) == 0);
 }
 
 
@@ -642,14 +674,28 @@ ngx_http_session_redis_render(ngx_http_request_t *r, json_t *node,
     ngx_str_t *value)
 {
     int      n;
-    u_char   buf[32];
-    size_t   len;
+    u_char   buf[32], c;
+    size_t   len, i;
     double   d;
 
     switch (json_typeof(node)) {
 
     case JSON_STRING:
         value->len = json_string_length(node);
+
+        /* the value may end up in a header: no CR, LF or other controls */
+        for (i = 0; i < value->len; i++) {
+            c = (u_char) json_string_value(node)[i];
+
+            if (c < 0x20 || c == 0x7f) {
+                ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                              "session_redis: a session value holds "
+                              "control characters, not used");
+                ngx_str_null(value);
+                return NGX_OK;
+            }
+        }
+
         value->data = ngx_pnalloc(r->pool, value->len);
         if (value->data == NULL) {
             return NGX_ERROR;
@@ -672,8 +718,8 @@ ngx_http_session_redis_render(ngx_http_request_t *r, json_t *node,
     case JSON_REAL:
         d = json_real_value(node);
 
-        if (d == (double) (int64_t) d && d > -9007199254740992.0
-            && d < 9007199254740992.0)
+        if (d > -9007199254740992.0 && d < 9007199254740992.0
+            && d == (double) (int64_t) d)
         {
             /* as JavaScript writes 3.0: "3" */
             n = snprintf((char *) buf, sizeof(buf), "%lld", (long long) d);
@@ -750,15 +796,23 @@ ngx_http_session_redis_done(ngx_http_request_t *r,
 
     ngx_http_scale_counter_add(smcf->slots[status], 1);
 
+    return ngx_http_session_redis_verdict(status, ctx->conf);
+}
+
+
+static ngx_int_t
+ngx_http_session_redis_verdict(ngx_uint_t status,
+    ngx_http_session_redis_loc_conf_t *slcf)
+{
     if (status == NGX_HTTP_SESSION_REDIS_VALID) {
         return NGX_OK;
     }
 
-    if (status == NGX_HTTP_SESSION_REDIS_ERROR && !ctx->conf->fail_open) {
+    if (status == NGX_HTTP_SESSION_REDIS_ERROR && !slcf->fail_open) {
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    return ctx->conf->required ? NGX_HTTP_UNAUTHORIZED : NGX_DECLINED;
+    return slcf->required ? NGX_HTTP_UNAUTHORIZED : NGX_DECLINED;
 }
 
 
@@ -1191,7 +1245,6 @@ ngx_http_session_redis_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (v->get_handler == NULL) {
         v->get_handler = ngx_http_session_redis_set_variable;
-        v->data = (uintptr_t) sv;
     }
 
     sv->set_handler = v->set_handler;

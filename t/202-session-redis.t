@@ -54,6 +54,7 @@ redis('set', 't202_7:empty', '');
 redis('set', 't202_7:deep', ('[' x 5000) . (']' x 5000));
 redis('hset', 't202_8:abc', 'cookie', '{}');
 redis('hset', 't202_9:abc', 'cookie', '{}');
+redis('set', 't202_16:abc', '{"cookie":{},"user":{"id":"eve","name":"Eve\r\nX-Admin: 1"}}');
 
 run_tests();
 
@@ -486,3 +487,64 @@ X-Session: ERROR
 --- no_error_log
 [alert]
 [emerg]
+
+
+
+=== TEST 16: a session string with CR LF never becomes a header
+--- http_config
+    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
+--- config
+    location /t {
+        session_redis main;
+        session_redis_key_prefix t202_16:;
+        session_redis_set $user_id user.id;
+        session_redis_set $user_name user.name;
+        proxy_set_header X-User-Id $user_id;
+        proxy_set_header X-User-Name $user_name;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/echo;
+    }
+    location = /echo {
+        return 200 "id=$http_x_user_id name=[$http_x_user_name] admin=[$http_x_admin]\n";
+    }
+--- request
+GET /t
+--- more_headers
+Cookie: sid=abc
+--- error_code: 200
+--- response_body
+id=eve name=[] admin=[]
+--- error_log
+a session value holds control characters, not used
+--- no_error_log
+[alert]
+[emerg]
+
+
+
+=== TEST 17: try_files into a protected location: that location's rules apply
+--- http_config
+    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
+--- config
+    session_redis main;
+    session_redis_key_prefix t202_17:;
+    add_header X-Session $session_redis_status always;
+    location /static/ {
+        session_redis_required off;
+        try_files $uri /app/index;
+    }
+    location /app/ {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/echo;
+    }
+    location = /echo {
+        session_redis off;
+        return 200 "reached app\n";
+    }
+--- request
+GET /static/nonexistent
+--- error_code: 401
+--- response_headers
+X-Session: MISSING
+--- no_error_log
+[alert]
+[emerg]
+
