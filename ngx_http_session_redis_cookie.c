@@ -9,7 +9,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "ngx_http_session_redis_cookie.h"
 
@@ -57,7 +56,7 @@ ngx_http_session_redis_plain_id(ngx_str_t *value, ngx_str_t *id)
 
 ngx_int_t
 ngx_http_session_redis_express_id(ngx_str_t *value, u_char *buf,
-    ngx_str_t *secrets, ngx_uint_t nsecrets, ngx_str_t *id)
+    ngx_http_session_redis_key_t *keys, ngx_uint_t nkeys, ngx_str_t *id)
 {
     u_char      *p, *dot, *last, sig[NGX_HTTP_SESSION_REDIS_SIG_LEN];
     size_t       len;
@@ -101,8 +100,8 @@ ngx_http_session_redis_express_id(ngx_str_t *value, u_char *buf,
 
     ok = 0;
 
-    for (i = 0; i < nsecrets; i++) {
-        if (ngx_http_session_redis_sign(&secrets[i], id->data, id->len, sig)
+    for (i = 0; i < nkeys; i++) {
+        if (ngx_http_session_redis_sign(&keys[i], id->data, id->len, sig)
             != NGX_OK)
         {
             return NGX_DECLINED;
@@ -117,16 +116,97 @@ ngx_http_session_redis_express_id(ngx_str_t *value, u_char *buf,
 }
 
 
-ngx_int_t
-ngx_http_session_redis_sign(ngx_str_t *secret, u_char *data, size_t len,
-    u_char *sig)
-{
-    u_char        md[EVP_MAX_MD_SIZE], b64[48];
-    unsigned int  mdlen;
+/* HMAC (RFC 2104) with SHA-256: 64-byte blocks */
 
-    if (HMAC(EVP_sha256(), secret->data, (int) secret->len, data, len,
-             md, &mdlen)
-        == NULL
+ngx_int_t
+ngx_http_session_redis_key_init(ngx_http_session_redis_key_t *key,
+    ngx_str_t *secret)
+{
+    u_char         block[64], pad[64];
+    ngx_uint_t     i;
+    unsigned int   len;
+    const EVP_MD  *sha256;
+
+    key->secret = *secret;
+    sha256 = EVP_sha256();
+
+    ngx_memzero(block, sizeof(block));
+
+    if (secret->len > sizeof(block)) {
+        if (EVP_Digest(secret->data, secret->len, block, &len, sha256, NULL)
+            != 1)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        ngx_memcpy(block, secret->data, secret->len);
+    }
+
+    key->inner = EVP_MD_CTX_new();
+    key->outer = EVP_MD_CTX_new();
+
+    if (key->inner == NULL || key->outer == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < sizeof(block); i++) {
+        pad[i] = block[i] ^ 0x36;
+    }
+
+    if (EVP_DigestInit_ex(key->inner, sha256, NULL) != 1
+        || EVP_DigestUpdate(key->inner, pad, sizeof(pad)) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < sizeof(block); i++) {
+        pad[i] = block[i] ^ 0x5c;
+    }
+
+    if (EVP_DigestInit_ex(key->outer, sha256, NULL) != 1
+        || EVP_DigestUpdate(key->outer, pad, sizeof(pad)) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_session_redis_key_free(void *data)
+{
+    ngx_http_session_redis_key_t  *key = data;
+
+    EVP_MD_CTX_free(key->inner);
+    EVP_MD_CTX_free(key->outer);
+}
+
+
+ngx_int_t
+ngx_http_session_redis_sign(ngx_http_session_redis_key_t *key, u_char *data,
+    size_t len, u_char *sig)
+{
+    u_char               md[EVP_MAX_MD_SIZE], b64[48];
+    unsigned int         mdlen;
+
+    static EVP_MD_CTX   *ctx;
+
+    if (ctx == NULL) {
+        /* one per process, kept: signing happens on every request */
+        ctx = EVP_MD_CTX_new();
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (EVP_MD_CTX_copy_ex(ctx, key->inner) != 1
+        || EVP_DigestUpdate(ctx, data, len) != 1
+        || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1
+        || EVP_MD_CTX_copy_ex(ctx, key->outer) != 1
+        || EVP_DigestUpdate(ctx, md, mdlen) != 1
+        || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1
         || mdlen != 32)
     {
         return NGX_ERROR;

@@ -13,6 +13,7 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <openssl/evp.h>
 
 
 /* longer cookie values are invalid without being looked at */
@@ -22,19 +23,35 @@
 
 
 /*
+ * A secret, keyed once: the SHA-256 states after the HMAC key's inner and
+ * outer pad blocks, so signing an id costs two copies and two short
+ * digests instead of a full HMAC setup.
+ */
+typedef struct {
+    ngx_str_t                        secret;
+    EVP_MD_CTX                      *inner;
+    EVP_MD_CTX                      *outer;
+} ngx_http_session_redis_key_t;
+
+ngx_int_t ngx_http_session_redis_key_init(ngx_http_session_redis_key_t *key,
+    ngx_str_t *secret);
+void ngx_http_session_redis_key_free(void *data);
+
+
+/*
  * Both return NGX_OK with id set, or NGX_DECLINED for a cookie that is
  * malformed or forged.  The express parser decodes into buf, which must
  * hold value->len bytes; id points into buf.
  */
 ngx_int_t ngx_http_session_redis_plain_id(ngx_str_t *value, ngx_str_t *id);
 ngx_int_t ngx_http_session_redis_express_id(ngx_str_t *value, u_char *buf,
-    ngx_str_t *secrets, ngx_uint_t nsecrets, ngx_str_t *id);
+    ngx_http_session_redis_key_t *keys, ngx_uint_t nkeys, ngx_str_t *id);
 
 /* cookie-signature: base64 (standard, no '=') of HMAC-SHA256(secret, id) */
 #define NGX_HTTP_SESSION_REDIS_SIG_LEN    43
 
-ngx_int_t ngx_http_session_redis_sign(ngx_str_t *secret, u_char *data,
-    size_t len, u_char *sig);
+ngx_int_t ngx_http_session_redis_sign(ngx_http_session_redis_key_t *key,
+    u_char *data, size_t len, u_char *sig);
 
 /* ISO-8601 UTC as Date.prototype.toISOString() writes it, to ms */
 ngx_int_t ngx_http_session_redis_parse_time(u_char *p, size_t len,

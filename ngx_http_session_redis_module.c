@@ -59,7 +59,7 @@ typedef struct {
     ngx_http_scale_redis_pool_t     *pool;         /* NULL: off */
     ngx_str_t                        cookie;
     ngx_uint_t                       format;
-    ngx_array_t                     *secrets;      /* of ngx_str_t */
+    ngx_array_t                     *secrets;      /* of key_t */
     ngx_str_t                        prefix;
     ngx_flag_t                       required;
     ngx_flag_t                       fail_open;
@@ -1067,7 +1067,9 @@ ngx_http_session_redis_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_session_redis_loc_conf_t  *slcf = conf;
 
-    ngx_str_t  *value, *s;
+    ngx_str_t                     *value;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_session_redis_key_t  *key;
 
     value = cf->args->elts;
 
@@ -1082,18 +1084,34 @@ ngx_http_session_redis_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     if (slcf->secrets == NGX_CONF_UNSET_PTR) {
-        slcf->secrets = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+        slcf->secrets = ngx_array_create(cf->pool, 2,
+                                        sizeof(ngx_http_session_redis_key_t));
         if (slcf->secrets == NULL) {
             return NGX_CONF_ERROR;
         }
     }
 
-    s = ngx_array_push(slcf->secrets);
-    if (s == NULL) {
+    key = ngx_array_push(slcf->secrets);
+    if (key == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    *s = value[1];
+    ngx_memzero(key, sizeof(ngx_http_session_redis_key_t));
+
+    if (ngx_http_session_redis_key_init(key, &value[1]) != NGX_OK) {
+        ngx_http_session_redis_key_free(key);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the array may move: the cleanup frees copies of the pointers */
+    cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_http_session_redis_key_t));
+    if (cln == NULL) {
+        ngx_http_session_redis_key_free(key);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(cln->data, key, sizeof(ngx_http_session_redis_key_t));
+    cln->handler = ngx_http_session_redis_key_free;
 
     return NGX_CONF_OK;
 }

@@ -22,6 +22,23 @@ static ngx_str_t  secrets[] = {
 
 #define NSECRETS  (sizeof(secrets) / sizeof(secrets[0]))
 
+static ngx_http_session_redis_key_t  keys[NSECRETS];
+
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NSECRETS; i++) {
+        if (ngx_http_session_redis_key_init(&keys[i], &secrets[i]) != NGX_OK) {
+            abort();
+        }
+    }
+
+    return 0;
+}
+
 
 static void
 check_id(ngx_str_t *id, u_char *lo, u_char *hi)
@@ -92,7 +109,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    if (ngx_http_session_redis_express_id(&value, buf, secrets, NSECRETS, &id)
+    if (ngx_http_session_redis_express_id(&value, buf, keys, NSECRETS, &id)
         == NGX_OK)
     {
         check_id(&id, buf, buf + size);
@@ -104,7 +121,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* round trip: "s%3A" + encodeURIComponent(id) + "." + signature */
 
-    if (ngx_http_session_redis_sign(&secrets[size % NSECRETS],
+    if (ngx_http_session_redis_sign(&keys[size % NSECRETS],
                                     value.data, value.len, sig)
         != NGX_OK)
     {
@@ -146,7 +163,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    rc = ngx_http_session_redis_express_id(&cookie, buf, secrets, NSECRETS,
+    rc = ngx_http_session_redis_express_id(&cookie, buf, keys, NSECRETS,
                                            &id);
 
     /* an id with a '.' is split at the last one: cannot round trip */

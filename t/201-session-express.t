@@ -40,6 +40,10 @@ our $Session = '{"cookie":{"originalMaxAge":3600000,'
     . '"expires":"2036-11-27T01:57:37.589Z","httpOnly":true,"path":"/"},'
     . '"user":{"id":"alice","name":"Alice","roles":["user"]}}';
 
+# HMAC hashes keys longer than its 64-byte block first
+our $LongSecret = 'k' x 65 . ' a secret longer than one SHA-256 block';
+our $SignedLong = sign('hello', $LongSecret);
+
 # the test vector from cookie-signature's own tests
 our $Hello = sign('hello', 'tobiiscool');
 die "bad test vector $Hello"
@@ -339,3 +343,33 @@ X-Session: INVALID
 [alert]
 [emerg]
 [error]
+
+
+
+=== TEST 9: a secret longer than the HMAC block (hashed first) verifies
+--- http_config eval
+"    redis_pool main { server 127.0.0.1:\$TEST_NGINX_REDIS_PORT; }"
+--- config eval
+"    location /t {
+        session_redis main;
+        session_redis_format express;
+        session_redis_secret \"$::LongSecret\";
+        session_redis_key_prefix t201:;
+        add_header X-Session \$session_redis_status always;
+        proxy_pass http://127.0.0.1:\$TEST_NGINX_SERVER_PORT/echo;
+    }
+    location = /echo {
+        return 200 \"reached\\n\";
+    }"
+--- request
+GET /t
+--- more_headers eval
+"Cookie: sid=" . main::enc($::SignedLong)
+--- error_code: 200
+--- response_headers
+X-Session: VALID
+--- no_error_log
+[alert]
+[emerg]
+[error]
+
