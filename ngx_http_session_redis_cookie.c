@@ -145,8 +145,9 @@ ngx_http_session_redis_key_init(ngx_http_session_redis_key_t *key,
 
     key->inner = EVP_MD_CTX_new();
     key->outer = EVP_MD_CTX_new();
+    key->work = EVP_MD_CTX_new();
 
-    if (key->inner == NULL || key->outer == NULL) {
+    if (key->inner == NULL || key->outer == NULL || key->work == NULL) {
         return NGX_ERROR;
     }
 
@@ -181,6 +182,7 @@ ngx_http_session_redis_key_free(void *data)
 
     EVP_MD_CTX_free(key->inner);
     EVP_MD_CTX_free(key->outer);
+    EVP_MD_CTX_free(key->work);
 }
 
 
@@ -188,18 +190,11 @@ ngx_int_t
 ngx_http_session_redis_sign(ngx_http_session_redis_key_t *key, u_char *data,
     size_t len, u_char *sig)
 {
-    u_char               md[EVP_MAX_MD_SIZE], b64[48];
-    unsigned int         mdlen;
+    u_char         md[EVP_MAX_MD_SIZE], b64[48];
+    EVP_MD_CTX    *ctx;
+    unsigned int   mdlen;
 
-    static EVP_MD_CTX   *ctx;
-
-    if (ctx == NULL) {
-        /* one per process, kept: signing happens on every request */
-        ctx = EVP_MD_CTX_new();
-        if (ctx == NULL) {
-            return NGX_ERROR;
-        }
-    }
+    ctx = key->work;
 
     if (EVP_MD_CTX_copy_ex(ctx, key->inner) != 1
         || EVP_DigestUpdate(ctx, data, len) != 1

@@ -31,6 +31,7 @@ typedef struct {
     ngx_str_t                        secret;
     EVP_MD_CTX                      *inner;
     EVP_MD_CTX                      *outer;
+    EVP_MD_CTX                      *work;         /* scratch, per process */
 } ngx_http_session_redis_key_t;
 
 ngx_int_t ngx_http_session_redis_key_init(ngx_http_session_redis_key_t *key,
