@@ -57,10 +57,12 @@ static const char  *ngx_http_ratelimit_redis_digits[] = {
  * ARGV: per request, its number of zones, then per zone: limit, window
  * (ms), dry run (0/1).  Per request it returns admitted, then per zone:
  * admitted, remaining, retry (ms until this zone would admit: the first
- * whole millisecond at which it would), reset (ms to the window's end).  Sliding window: the current window's count plus
- * the previous one's weighted by how much of it the last window length
- * still covers.  Time comes from Redis, so nginx hosts need not agree on
- * the clock.  A request is counted only if all its zones admit it.
+ * whole millisecond at which it would), reset (ms to the window's end).
+ * Sliding window: the current window's count plus the previous one's
+ * weighted by how much of it the last window length still covers.  Time
+ * comes from Redis, so nginx hosts need not agree on the clock.  A request
+ * is counted only if all its zones admit it.  Key names and numbers are
+ * worked out once per distinct key and window, not once per request.
  */
 
 static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
@@ -68,19 +70,34 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "local t = redis.call('TIME')\n"
 "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 "local zk, zp, zl, zw, ze, zd = {}, {}, {}, {}, {}, {}\n"
-"local nz, names, seen = {}, {}, {}\n"
+"local nz, names, seen, win, num = {}, {}, {}, {}, {}\n"
 "local a, k = 1, 1\n"
 "while a <= #ARGV do\n"
 "  local n = tonumber(ARGV[a])\n"
 "  nz[#nz + 1] = n\n"
 "  for j = 1, n do\n"
-"    local w = tonumber(ARGV[a + 3 * j - 1])\n"
-"    local e = now % w\n"
-"    local cur, prev = KEYS[k] .. (now - e), KEYS[k] .. (now - e - w)\n"
-"    zk[k], zp[k], zw[k], ze[k] = cur, prev, w, e\n"
-"    zl[k], zd[k] = tonumber(ARGV[a + 3 * j - 2]), ARGV[a + 3 * j] == '1'\n"
-"    if not seen[cur] then seen[cur] = true; names[#names + 1] = cur end\n"
-"    if not seen[prev] then seen[prev] = true; names[#names + 1] = prev end\n"
+"    local ws = ARGV[a + 3 * j - 1]\n"
+"    local s = win[ws]\n"
+"    if not s then\n"
+"      local w = tonumber(ws)\n"
+"      local e = now % w\n"
+"      s = {w, e, tostring(now - e), tostring(now - e - w)}\n"
+"      win[ws] = s\n"
+"    end\n"
+"    local base = KEYS[k]\n"
+"    local id = base .. ws\n"
+"    local cur = seen[id]\n"
+"    if not cur then\n"
+"      cur = {base .. s[3], base .. s[4]}\n"
+"      seen[id] = cur\n"
+"      names[#names + 1] = cur[1]\n"
+"      names[#names + 1] = cur[2]\n"
+"    end\n"
+"    local ls = ARGV[a + 3 * j - 2]\n"
+"    local l = num[ls]\n"
+"    if not l then l = tonumber(ls); num[ls] = l end\n"
+"    zk[k], zp[k], zw[k], ze[k] = cur[1], cur[2], s[1], s[2]\n"
+"    zl[k], zd[k] = l, ARGV[a + 3 * j] == '1'\n"
 "    k = k + 1\n"
 "  end\n"
 "  a = a + 1 + 3 * n\n"
