@@ -270,6 +270,7 @@ ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
     ngx_http_ratelimit_redis_batcher_t *b = ev->data;
 
     ngx_int_t                          rc;
+    ngx_http_ratelimit_redis_ctx_t    *ctx;
     ngx_http_ratelimit_redis_batch_t  *batch;
 
     while (!ngx_queue_empty(&b->pending)) {
@@ -302,23 +303,13 @@ ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
 
         } else {
             /* the first request of the queue, alone */
-            ngx_http_ratelimit_redis_ctx_t  *ctx;
-            ngx_http_request_t              *r;
-            ngx_connection_t                *c;
-
             ctx = ngx_queue_data(ngx_queue_head(&b->pending),
                                  ngx_http_ratelimit_redis_ctx_t, queue);
             ngx_queue_remove(&ctx->queue);
             ctx->batcher = NULL;
 
-            r = ctx->request;
-            c = r->connection;
-
-            ngx_http_ratelimit_redis_decide(r, ctx, rc, NULL);
-
-            r->read_event_handler = ngx_http_block_reading;
-            r->write_event_handler(r);
-            ngx_http_run_posted_requests(c);
+            ngx_http_ratelimit_redis_decide(ctx->request, ctx, rc, NULL);
+            ngx_http_scale_resume(ctx->request);
         }
     }
 }
@@ -440,8 +431,6 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
 
     ngx_uint_t                           i, j, k;
     redisReply                         **e;
-    ngx_connection_t                    *c;
-    ngx_http_request_t                  *r;
     ngx_http_ratelimit_redis_ctx_t      *ctx;
     ngx_http_ratelimit_redis_verdict_t   v[NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX];
 
@@ -485,15 +474,10 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
         /* read ctxs[] afresh each time: resuming one may end another */
 
         ctx->batch = NULL;
-        r = ctx->request;
-        c = r->connection;
 
-        ngx_http_ratelimit_redis_decide(r, ctx, rc,
+        ngx_http_ratelimit_redis_decide(ctx->request, ctx, rc,
                                      rc == NGX_HTTP_SCALE_REDIS_OK ? v : NULL);
-
-        r->read_event_handler = ngx_http_block_reading;
-        r->write_event_handler(r);
-        ngx_http_run_posted_requests(c);
+        ngx_http_scale_resume(ctx->request);
     }
 
     ngx_free(batch);

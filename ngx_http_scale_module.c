@@ -235,6 +235,20 @@ ngx_http_scale_add_header(ngx_http_request_t *r, ngx_str_t *name,
 }
 
 
+void
+ngx_http_scale_resume(ngx_http_request_t *r)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler(r);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
 /* accessors for the other files of the core */
 
 ngx_http_scale_redis_conf_t *

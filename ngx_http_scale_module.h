@@ -136,6 +136,9 @@ void *ngx_http_scale_get_ctx(ngx_http_request_t *r, ngx_module_t *module);
 ngx_int_t ngx_http_scale_add_header(ngx_http_request_t *r, ngx_str_t *name,
     u_char *value, size_t len);
 
+/* goes on with a request that waited for Redis (its phase handler runs again) */
+void ngx_http_scale_resume(ngx_http_request_t *r);
+
 
 /* Metrics */
 

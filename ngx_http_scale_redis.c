@@ -438,7 +438,6 @@ static void
 ngx_http_scale_redis_deliver(ngx_http_scale_redis_token_t *t, ngx_int_t rc,
     redisReply *reply)
 {
-    ngx_connection_t                   *c;
     ngx_http_request_t                 *r;
     ngx_http_scale_redis_detached_pt    detached;
 
@@ -454,16 +453,13 @@ ngx_http_scale_redis_deliver(ngx_http_scale_redis_token_t *t, ngx_int_t rc,
     }
 
     r = t->request;
-    c = r->connection;
 
     t->request = NULL;
     t->cleanup->handler = NULL;
 
     t->handler(r, t->data, rc, reply);
 
-    r->read_event_handler = ngx_http_block_reading;
-    r->write_event_handler(r);
-    ngx_http_run_posted_requests(c);
+    ngx_http_scale_resume(r);
 }
 
 
