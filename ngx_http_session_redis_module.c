@@ -435,7 +435,8 @@ static ngx_int_t
 ngx_http_session_redis_cookie(ngx_http_request_t *r,
     ngx_http_session_redis_ctx_t *ctx)
 {
-    u_char                             *buf;
+    u_char                             *p;
+    u_char                              buf[NGX_HTTP_SESSION_REDIS_VALUE_MAX];
     ngx_int_t                           rc;
     ngx_str_t                           value;
     ngx_http_session_redis_loc_conf_t  *slcf;
@@ -469,15 +470,21 @@ ngx_http_session_redis_cookie(ngx_http_request_t *r,
         rc = NGX_DECLINED;
 
     } else {
-        buf = ngx_pnalloc(r->pool, value.len);
-        if (buf == NULL) {
-            return NGX_ERROR;
-        }
-
+        /* decoded on the stack: only the id (128 bytes at most) is kept */
         rc = ngx_http_session_redis_express_id(&value, buf,
                                                slcf->secrets->elts,
                                                slcf->secrets->nelts,
                                                &ctx->id);
+
+        if (rc == NGX_OK) {
+            p = ngx_pnalloc(r->pool, ctx->id.len);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(p, ctx->id.data, ctx->id.len);
+            ctx->id.data = p;
+        }
     }
 
     if (rc != NGX_OK) {
