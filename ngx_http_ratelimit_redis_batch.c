@@ -37,6 +37,8 @@ struct ngx_http_ratelimit_redis_batch_s {
 static void ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev);
 static ngx_http_ratelimit_redis_batch_t *ngx_http_ratelimit_redis_batch_build(
     ngx_http_ratelimit_redis_batcher_t *b);
+static ngx_uint_t ngx_http_ratelimit_redis_batch_same(
+    ngx_http_ratelimit_redis_ctx_t *a, ngx_http_ratelimit_redis_ctx_t *b);
 static void ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
     redisReply *reply);
 static ngx_int_t ngx_http_ratelimit_redis_batch_check(
@@ -53,11 +55,15 @@ static const char  *ngx_http_ratelimit_redis_digits[] = {
 
 
 /*
- * KEYS: a base key per (request, zone), request by request.
- * ARGV: per request, its number of zones, then per zone: limit, window
- * (ms), dry run (0/1).  Per request it returns admitted, then per zone:
- * admitted, remaining, retry (ms until this zone would admit: the first
- * whole millisecond at which it would), reset (ms to the window's end).
+ * Consecutive requests with the same zones and keys travel as one run:
+ * their keys and arguments are sent once (a global limit or a flood from
+ * one client is a single run however many requests it holds).
+ * KEYS: a base key per (run, zone), run by run.
+ * ARGV: per run, its number of requests and of zones, then per zone:
+ * limit, window (ms), dry run (0/1).  Per request, in order, it returns
+ * admitted, then per zone: admitted, remaining, retry (ms until this zone
+ * would admit: the first whole millisecond at which it would), reset (ms
+ * to the window's end).
  * Sliding window: the current window's count plus the previous one's
  * weighted by how much of it the last window length still covers.  Time
  * comes from Redis, so nginx hosts need not agree on the clock.  A request
@@ -70,13 +76,13 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "local t = redis.call('TIME')\n"
 "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 "local zk, zp, zl, zw, ze, zd = {}, {}, {}, {}, {}, {}\n"
-"local nz, names, seen, win, num = {}, {}, {}, {}, {}\n"
+"local rn, nz, names, seen, win, num = {}, {}, {}, {}, {}, {}\n"
 "local a, k = 1, 1\n"
 "while a <= #ARGV do\n"
-"  local n = tonumber(ARGV[a])\n"
-"  nz[#nz + 1] = n\n"
+"  local n = tonumber(ARGV[a + 1])\n"
+"  rn[#rn + 1], nz[#nz + 1] = tonumber(ARGV[a]), n\n"
 "  for j = 1, n do\n"
-"    local ws = ARGV[a + 3 * j - 1]\n"
+"    local ws = ARGV[a + 3 * j]\n"
 "    local s = win[ws]\n"
 "    if not s then\n"
 "      local w = tonumber(ws)\n"
@@ -93,52 +99,57 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "      names[#names + 1] = cur[1]\n"
 "      names[#names + 1] = cur[2]\n"
 "    end\n"
-"    local ls = ARGV[a + 3 * j - 2]\n"
+"    local ls = ARGV[a + 3 * j - 1]\n"
 "    local l = num[ls]\n"
 "    if not l then l = tonumber(ls); num[ls] = l end\n"
 "    zk[k], zp[k], zw[k], ze[k] = cur[1], cur[2], s[1], s[2]\n"
-"    zl[k], zd[k] = l, ARGV[a + 3 * j] == '1'\n"
+"    zl[k], zd[k] = l, ARGV[a + 3 * j + 1] == '1'\n"
 "    k = k + 1\n"
 "  end\n"
-"  a = a + 1 + 3 * n\n"
+"  a = a + 2 + 3 * n\n"
 "end\n"
 "local count, incr, ttl, out = {}, {}, {}, {}\n"
 "local v = redis.call('MGET', unpack(names))\n"
 "for i, name in ipairs(names) do count[name] = tonumber(v[i]) or 0 end\n"
 "k = 1\n"
 "for r = 1, #nz do\n"
-"  local n, admit, base = nz[r], 1, #out + 1\n"
-"  for j = 1, n do\n"
-"    local c, p, l, w, e = count[zk[k]], count[zp[k]], zl[k], zw[k], ze[k]\n"
-"    local est = p * (w - e) / w + c\n"
-"    local o = base + 4 * j - 3\n"
-"    out[o + 3] = w - e\n"
-"    if est + 1 > l then\n"
-"      local retry\n"
-"      if c + 1 > l then\n"
-"        retry = w - e + w - math.floor((l - 1) * w / c)\n"
+"  local n = nz[r]\n"
+"  for q = 1, rn[r] do\n"
+"    local admit, base = 1, #out + 1\n"
+"    for j = 0, n - 1 do\n"
+"      local z = k + j\n"
+"      local c, p, l, w, e = count[zk[z]], count[zp[z]], zl[z], zw[z], ze[z]\n"
+"      local est = p * (w - e) / w + c\n"
+"      local o = base + 4 * j + 1\n"
+"      out[o + 3] = w - e\n"
+"      if est + 1 > l then\n"
+"        local retry\n"
+"        if c + 1 > l then\n"
+"          retry = w - e + w - math.floor((l - 1) * w / c)\n"
+"        else\n"
+"          retry = w - math.floor((l - c - 1) * w / p) - e\n"
+"        end\n"
+"        out[o], out[o + 1], out[o + 2] = 0, 0, retry > 0 and retry or 1\n"
+"        if not zd[z] then admit = 0 end\n"
 "      else\n"
-"        retry = w - math.floor((l - c - 1) * w / p) - e\n"
+"        out[o], out[o + 1], out[o + 2] = 1, math.floor(l - est), 0\n"
 "      end\n"
-"      out[o], out[o + 1], out[o + 2] = 0, 0, retry > 0 and retry or 1\n"
-"      if not zd[k] then admit = 0 end\n"
-"    else\n"
-"      out[o], out[o + 1], out[o + 2] = 1, math.floor(l - est), 0\n"
 "    end\n"
-"    k = k + 1\n"
-"  end\n"
-"  out[base] = admit\n"
-"  if admit == 1 then\n"
-"    for j = 1, n do\n"
-"      local o, key = base + 4 * j - 3, zk[k - n + j - 1]\n"
-"      if out[o] == 1 then\n"
-"        count[key] = count[key] + 1\n"
-"        incr[key] = (incr[key] or 0) + 1\n"
-"        ttl[key] = 2 * zw[k - n + j - 1]\n"
-"        out[o + 1] = out[o + 1] - 1\n"
+"    out[base] = admit\n"
+"    if admit == 1 then\n"
+"      for j = 0, n - 1 do\n"
+"        local o, z = base + 4 * j + 1, k + j\n"
+"        if out[o] == 1 then\n"
+"          local key = zk[z]\n"
+"          count[key] = count[key] + 1\n"
+"          incr[key] = (incr[key] or 0) + 1\n"
+"          ttl[key] = 2 * zw[z]\n"
+"          out[o + 1] = out[o + 1] - 1\n"
+"        end\n"
 "      end\n"
 "    end\n"
 "  end\n"
+"  k = k + n\n"
 "end\n"
 "for key, d in pairs(incr) do\n"
 "  redis.call('INCRBY', key, d)\n"
@@ -322,17 +333,20 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
 {
     u_char                            *p;
     size_t                             size, keys;
-    ngx_uint_t                         n, nkeys, i, j;
+    ngx_uint_t                         n, nkeys, nruns, i, j, r;
     ngx_queue_t                       *q;
     const char                       **argv;
     size_t                            *lens;
-    ngx_http_ratelimit_redis_ctx_t    *ctx;
+    ngx_http_ratelimit_redis_ctx_t    *ctx, *prev;
     ngx_http_ratelimit_redis_zone_t   *zone;
     ngx_http_ratelimit_redis_batch_t  *batch;
+    u_char                             runs[NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX];
 
     n = 0;
     nkeys = 0;
+    nruns = 0;
     keys = 0;
+    prev = NULL;
 
     for (q = ngx_queue_head(&b->pending);
          q != ngx_queue_sentinel(&b->pending)
@@ -340,22 +354,29 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
          q = ngx_queue_next(q))
     {
         ctx = ngx_queue_data(q, ngx_http_ratelimit_redis_ctx_t, queue);
+        n++;
+
+        if (prev && ngx_http_ratelimit_redis_batch_same(prev, ctx)) {
+            runs[nruns - 1]++;
+            continue;
+        }
 
         for (j = 0; j < ctx->nzones; j++) {
             keys += ctx->keys[j].len;
         }
 
         nkeys += ctx->nzones;
-        n++;
+        runs[nruns++] = 1;
+        prev = ctx;
     }
 
-    /* numkeys, the keys, then per request its zone count and 3 per zone */
-    size = 1 + nkeys + n + 3 * nkeys;
+    /* numkeys, the keys, then per run its sizes and 3 per zone */
+    size = 1 + nkeys + 2 * nruns + 3 * nkeys;
 
     batch = ngx_alloc(sizeof(ngx_http_ratelimit_redis_batch_t)
                       + n * sizeof(ngx_http_ratelimit_redis_ctx_t *)
                       + size * (sizeof(char *) + sizeof(size_t))
-                      + n + NGX_INT_T_LEN + keys,
+                      + n + NGX_INT_T_LEN + nruns * NGX_INT_T_LEN + keys,
                       ngx_cycle->log);
     if (batch == NULL) {
         return NULL;
@@ -370,18 +391,6 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
     batch->nzones = (u_char *) (batch->argvlen + size);
     p = batch->nzones + n;
 
-    argv = batch->argv;
-    lens = batch->argvlen;
-
-    argv[0] = (const char *) p;
-    lens[0] = ngx_sprintf(p, "%ui", nkeys) - p;
-    p += lens[0];
-
-    argv += 1;
-    lens += 1;
-
-    /* keys are copied: a request may go away while the batch is out */
-
     for (i = 0; i < n; i++) {
         q = ngx_queue_head(&b->pending);
         ctx = ngx_queue_data(q, ngx_http_ratelimit_redis_ctx_t, queue);
@@ -393,6 +402,19 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
 
         batch->ctxs[i] = ctx;
         batch->nzones[i] = (u_char) ctx->nzones;
+    }
+
+    argv = batch->argv;
+    lens = batch->argvlen;
+
+    *argv++ = (const char *) p;
+    *lens = ngx_sprintf(p, "%ui", nkeys) - p;
+    p += *lens++;
+
+    /* keys are copied: a request may go away while the batch is out */
+
+    for (r = 0, i = 0; r < nruns; i += runs[r++]) {
+        ctx = batch->ctxs[i];
 
         for (j = 0; j < ctx->nzones; j++) {
             *argv++ = (const char *) p;
@@ -401,8 +423,12 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
         }
     }
 
-    for (i = 0; i < n; i++) {
+    for (r = 0, i = 0; r < nruns; i += runs[r++]) {
         ctx = batch->ctxs[i];
+
+        *argv++ = (const char *) p;
+        *lens = ngx_sprintf(p, "%ui", (ngx_uint_t) runs[r]) - p;
+        p += *lens++;
 
         *argv++ = ngx_http_ratelimit_redis_digits[ctx->nzones];
         *lens++ = 1;
@@ -420,6 +446,33 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
     }
 
     return batch;
+}
+
+
+/* the same zones with the same keys: one run in the script */
+
+static ngx_uint_t
+ngx_http_ratelimit_redis_batch_same(ngx_http_ratelimit_redis_ctx_t *a,
+    ngx_http_ratelimit_redis_ctx_t *b)
+{
+    ngx_uint_t  j;
+
+    if (a->nzones != b->nzones) {
+        return 0;
+    }
+
+    for (j = 0; j < a->nzones; j++) {
+        if (a->limits[j]->zone != b->limits[j]->zone
+            || a->limits[j]->dry_run != b->limits[j]->dry_run
+            || a->keys[j].len != b->keys[j].len
+            || ngx_memcmp(a->keys[j].data, b->keys[j].data, a->keys[j].len)
+               != 0)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

@@ -95,6 +95,15 @@ sub nginx_signal {
     system("$nginx -p $d -c $d/nginx.conf -s $sig 2>/dev/null");
 }
 
+# the worker processes of the nginx in $d
+sub worker_pids {
+    my $d = shift;
+    open my $f, '<', "$d/logs/nginx.pid" or return;
+    my $master = <$f>;
+    chomp $master;
+    return split ' ', `pgrep -P $master`;
+}
+
 sub stop_nginx {
     my $d = shift;
     open my $f, '<', "$d/logs/nginx.pid" or return;

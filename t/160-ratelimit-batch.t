@@ -1,0 +1,276 @@
+# ratelimit_redis batching: one script call decides many requests, and
+# consecutive requests with the same zones and keys travel as one run.
+# The answers must be those of one call per request, in arrival order.
+#
+# 1. The script itself, against Redis: random batches (several zones,
+#    dry_run, repeated keys, previous-window counts) give what the same
+#    requests give one call each.
+# 2. Through nginx: concurrent requests for one key are decided in runs,
+#    exactly the limit is admitted and each admitted request has its own
+#    X-RateLimit-Remaining.
+
+use strict;
+use warnings;
+use FindBin;
+use Test::More;
+use IO::Socket::INET;
+use Time::HiRes qw(time sleep);
+
+our ($work, %redis);
+require "$FindBin::Bin/helpers/scale.pl";
+need_module_and_redis();
+
+my $rp = free_port();
+start_redis($rp);
+
+# the script, as the module sends it
+my $script = do {
+    open my $f, '<', "$FindBin::Bin/../ngx_http_ratelimit_redis_batch.c" or die $!;
+    local $/;
+    my $src = <$f>;
+    my ($body) = $src =~ /ngx_http_ratelimit_redis_script = \{\s*ngx_string\((.*?)\),\s*\{ 0 \}/s
+        or die "script not found";
+    join '', map { s/\\n/\n/g; s/\\"/"/g; s/\\\\/\\/g; $_ } $body =~ /"((?:[^"\\]|\\.)*)"/g;
+};
+
+# a small RESP client: one connection, one command at a time
+my $rs = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$rp", Proto => 'tcp')
+    or die "redis: $!";
+
+sub cmd {
+    my $req = '*' . @_ . "\r\n";
+    $req .= '$' . length($_) . "\r\n$_\r\n" for @_;
+    print $rs $req;
+    return reply();
+}
+
+sub reply {
+    my $line = <$rs>;
+    $line =~ s/\r\n$//;
+    my ($t, $v) = (substr($line, 0, 1), substr($line, 1));
+    return $v if $t eq '+' || $t eq ':';
+    die "redis error: $v\n" if $t eq '-';
+    if ($t eq '$') {
+        return undef if $v < 0;
+        read $rs, my $s, $v + 2;
+        return substr($s, 0, $v);
+    }
+    return [map { reply() } 1 .. $v] if $t eq '*';
+    die "bad reply line: $line";
+}
+
+my $sha = cmd('SCRIPT', 'LOAD', $script);
+
+# windows long enough that no boundary falls inside the test
+my %zone = (
+    a => { limit => 3,  window => 10_000_000_000 },
+    b => { limit => 7,  window => 10_000_000_000 },
+    c => { limit => 2,  window => 20_000_000_000 },
+);
+
+# a request: [[zone, key, dry], ...]; the batch as the module encodes it
+sub call {
+    my ($prefix, @reqs) = @_;
+    my (@keys, @args);
+    my $i = 0;
+    while ($i < @reqs) {
+        my $e = $i + 1;
+        $e++ while $e < @reqs && same($reqs[$i], $reqs[$e]);
+        for my $z (@{ $reqs[$i] }) {
+            push @keys, "$prefix:$z->[0]:$z->[1]:";
+        }
+        push @args, $e - $i, scalar @{ $reqs[$i] };
+        for my $z (@{ $reqs[$i] }) {
+            push @args, $zone{ $z->[0] }{limit}, $zone{ $z->[0] }{window}, $z->[2];
+        }
+        $i = $e;
+    }
+    return cmd('EVALSHA', $sha, scalar @keys, @keys, @args);
+}
+
+sub same {
+    my ($x, $y) = @_;
+    return 0 unless @$x == @$y;
+    for my $j (0 .. $#$x) {
+        return 0 if join("\0", @{ $x->[$j] }) ne join("\0", @{ $y->[$j] });
+    }
+    return 1;
+}
+
+# previous-window counts, the same for both prefixes
+sub seed {
+    my ($prefix, $prev) = @_;
+    my ($s) = @{ cmd('TIME') };
+    my $now = $s * 1000;
+    for my $k (keys %$prev) {
+        my ($z, $key) = split /:/, $k;
+        my $w = $zone{$z}{window};
+        my $start = $now - $now % $w - $w;
+        cmd('SET', "$prefix:$z:$key:$start", $prev->{$k}, 'PX', 600_000);
+    }
+}
+
+srand(160);
+my ($trials, $bad) = (300, 0);
+my ($runs, $maxrun) = (0, 0);
+
+for my $trial (1 .. $trials) {
+    my @reqs;
+    my $n = 1 + int(rand(40));
+    my @shapes = map {
+        my @z = grep { rand() < 0.6 } qw(a b c);
+        @z = ('a') unless @z;
+        [map { [$_, ('k1', 'k2')[int(rand(2))], (rand() < 0.2 ? 1 : 0)] } @z];
+    } 1 .. 3;
+    while (@reqs < $n) {
+        my $s = $shapes[int(rand(@shapes))];
+        push @reqs, ($s) x (1 + int(rand(6)));
+    }
+    splice @reqs, $n;
+
+    my %prev;
+    $prev{"$_:k1"} = int(rand(4)) for grep { rand() < 0.5 } qw(a b c);
+    seed("t$trial:batch", \%prev);
+    seed("t$trial:single", \%prev);
+
+    my $batch = call("t$trial:batch", @reqs);
+    my @single = map { @{ call("t$trial:single", $_) } } @reqs;
+
+    # admitted and remaining exactly; retry and reset within the
+    # milliseconds that passed between the two
+    my $ok = @$batch == @single;
+    for my $i (0 .. $#single) {
+        last unless $ok;
+        my ($x, $y) = ($batch->[$i], $single[$i]);
+        $ok = 0 if $x < 0 || abs($x - $y) > ($x > 1000 ? 5000 : 0);
+    }
+    unless ($ok) {
+        $bad++;
+        diag("trial $trial differs:\n batch  @$batch\n single @single") if $bad <= 3;
+    }
+
+    my $i = 0;
+    while ($i < @reqs) {
+        my $e = $i + 1;
+        $e++ while $e < @reqs && same($reqs[$i], $reqs[$e]);
+        $runs++ if $e - $i > 1;
+        $maxrun = $e - $i if $e - $i > $maxrun;
+        $i = $e;
+    }
+}
+
+is($bad, 0, "$trials random batches answer as one call per request would");
+ok($runs > 100 && $maxrun >= 6, "the batches held runs ($runs, the longest $maxrun)");
+
+# rejected requests are not counted: the stored counts equal the admitted
+{
+    my @reqs = ([['a', 'x', 0]]) x 10;
+    my $r = call('count', @reqs);
+    my $admitted = grep { $_ } map { $r->[5 * $_] } 0 .. 9;
+    is($admitted, 3, 'a run of 10 against a limit of 3 admits 3');
+    my @remaining = map { $r->[5 * $_ + 2] } 0 .. 2;
+    is("@remaining", '2 1 0', 'each admitted request has its own remaining');
+    my ($s) = @{ cmd('TIME') };
+    my $w = $zone{a}{window};
+    my $start = $s * 1000 - ($s * 1000) % $w;
+    is(cmd('GET', "count:a:x:$start"), 3, 'Redis counted the admitted only');
+}
+
+close $rs;
+
+# 2. Through nginx: 24 requests at once for one key, limit 10.
+my $port = free_port();
+my $d = start_nginx('one', <<"_EOC_");
+    redis_pool main { server 127.0.0.1:$rp; timeout 3s; }
+    ratelimit_redis_zone \$arg_k zone=run rate=10r/h pool=main;
+    ratelimit_redis_zone \$arg_k zone=shadow rate=4r/h pool=main;
+    ratelimit_redis_headers legacy;
+    server {
+        listen 127.0.0.1:$port;
+        add_header X-Status \$ratelimit_redis_status always;
+        location = /plain { empty_gif; }
+        location = /one { ratelimit_redis zone=run; empty_gif; }
+        location = /two { ratelimit_redis zone=run; ratelimit_redis zone=shadow dry_run; empty_gif; }
+    }
+_EOC_
+
+# 24 keep-alive connections, each warmed up with a plain request; then
+# the worker is stopped while the 24 limited requests are written, so it
+# reads them all in one event loop iteration.
+sub burst {
+    my @paths = @_;
+    my @s = map {
+        IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Proto => 'tcp') or die $!
+    } @paths;
+    for my $s (@s) {
+        print $s "GET /plain HTTP/1.1\r\nHost: t\r\n\r\n";
+        response($s);
+    }
+    my ($worker) = worker_pids($d);
+    kill 'STOP', $worker;
+    for my $i (0 .. $#s) {
+        print { $s[$i] } "GET $paths[$i] HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    }
+    sleep 0.2;
+    kill 'CONT', $worker;
+    my @out = map { [response($_)] } @s;
+    close $_ for @s;
+    return @out;
+}
+
+# (status, X-RateLimit-Remaining, X-Status) of one response
+sub response {
+    my $s = shift;
+    my $head = '';
+    while (my $line = <$s>) {
+        last if $line eq "\r\n";
+        $head .= $line;
+    }
+    my ($len) = $head =~ /^Content-Length: (\d+)/mi;
+    read $s, my $body, $len if $len;
+    my ($code) = $head =~ m{^HTTP/1\.\d (\d+)};
+    my ($rem) = $head =~ /^X-RateLimit-Remaining: (\d+)/mi;
+    my ($st) = $head =~ /^X-Status: (\w+)/mi;
+    return ($code || 0, $rem, $st // '');
+}
+
+sub statuses {
+    my %n;
+    $n{ $_->[2] }++ for @_;
+    return join ' ', map { "$_=$n{$_}" } sort keys %n;
+}
+
+{
+    redis_cli($rp, 'config resetstat');
+    my @out = burst(('/one?k=burst1') x 24);
+    my @ok = grep { $_->[0] == 200 } @out;
+    is(scalar @ok, 10, 'one zone: 24 requests at once, exactly 10 admitted');
+    is(scalar(grep { $_->[0] == 429 } @out), 14, 'one zone: the other 14 answered 429');
+    is(join(' ', sort { $a <=> $b } map { $_->[1] // 'none' } @ok),
+       '0 1 2 3 4 5 6 7 8 9', 'one zone: every admitted request has its own remaining');
+    my $calls = evalsha_calls($rp);
+    ok($calls <= 3, "one zone: decided in $calls script calls");
+}
+
+{
+    my @out = burst(('/two?k=burst2') x 24);
+    is(statuses(@out), 'PASSED=4 REJECTED=14 REJECTED_DRY_RUN=6',
+       'with a dry_run zone: 4 pass both, 6 only the enforced zone, 14 neither');
+    is(join(' ', sort { $a <=> $b } map { $_->[1] // 'none' }
+                 grep { $_->[0] == 200 } @out),
+       '0 0 0 0 0 0 0 1 2 3', 'with a dry_run zone: remaining is the tightest zone\'s');
+}
+
+{
+    # runs of three, two keys taking turns: runs end where the key changes
+    my @paths = map { ('/one?k=mix' . ($_ % 2)) x 3 } 1 .. 8;
+    my @out = burst(@paths);
+    my %ok;
+    $ok{ $paths[$_] }++ for grep { $out[$_][0] == 200 } 0 .. $#out;
+    is(join(' ', map { "$_=" . ($ok{$_} // 0) } sort keys %ok),
+       '/one?k=mix0=10 /one?k=mix1=10', 'two keys in turns: each admits its own 10');
+}
+
+errlog_clean($d, 'nginx');
+
+done_testing();
