@@ -40,6 +40,7 @@ typedef struct {
     ngx_http_scale_redis_pool_t     *pool;
     ngx_http_ratelimit_redis_batcher_t  *batcher;  /* this worker's */
     ngx_uint_t                       slots[NGX_HTTP_RATELIMIT_REDIS_NRESULTS];
+    ngx_http_scale_log_burst_t       cached_log;   /* this worker's */
 } ngx_http_ratelimit_redis_zone_t;
 
 

@@ -235,7 +235,7 @@ static ngx_int_t
 ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
     ngx_http_ratelimit_redis_loc_conf_t *lrcf)
 {
-    ngx_int_t                          rc;
+    ngx_int_t                          rc, skipped;
     ngx_str_t                          key;
     ngx_uint_t                         i, n;
     ngx_msec_t                         retry;
@@ -270,10 +270,16 @@ ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
                 ngx_http_scale_counter_add(
                         zone->slots[NGX_HTTP_RATELIMIT_REDIS_REJECTED], 1);
 
-                ngx_log_error(lrcf->log_level, r->connection->log, 0,
-                              "limiting requests by zone \"%V\", "
-                              "retry after %M ms (cached)", &zone->name,
-                              retry);
+                /* a flood must not become a flood of the error log */
+                skipped = ngx_http_scale_log_burst(&zone->cached_log);
+
+                if (skipped != NGX_DECLINED) {
+                    ngx_log_error(lrcf->log_level, r->connection->log, 0,
+                                  "limiting requests by zone \"%V\", "
+                                  "retry after %M ms (cached, %i more "
+                                  "rejected from the cache since the last "
+                                  "line)", &zone->name, retry, skipped);
+                }
 
                 ctx->status = NGX_HTTP_RATELIMIT_REDIS_REJECTED;
                 ctx->done = 1;

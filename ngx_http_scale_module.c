@@ -249,6 +249,27 @@ ngx_http_scale_resume(ngx_http_request_t *r)
 }
 
 
+/* the first of a burst, then at most one a second */
+
+ngx_int_t
+ngx_http_scale_log_burst(ngx_http_scale_log_burst_t *burst)
+{
+    ngx_int_t  skipped;
+
+    if ((ngx_msec_int_t) (ngx_current_msec - burst->quiet_until) < 0) {
+        burst->suppressed++;
+        return NGX_DECLINED;
+    }
+
+    burst->quiet_until = ngx_current_msec + 1000;
+
+    skipped = burst->suppressed;
+    burst->suppressed = 0;
+
+    return skipped;
+}
+
+
 /* accessors for the other files of the core */
 
 ngx_http_scale_redis_conf_t *

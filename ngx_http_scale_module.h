@@ -140,6 +140,22 @@ ngx_int_t ngx_http_scale_add_header(ngx_http_request_t *r, ngx_str_t *name,
 void ngx_http_scale_resume(ngx_http_request_t *r);
 
 
+/* Logging */
+
+/*
+ * For messages that come in floods (a failing Redis fails every request,
+ * a deny-cached key rejects every request): the first of a burst is
+ * logged, then at most one a second, saying how many were left out.
+ */
+typedef struct {
+    ngx_msec_t                       quiet_until;
+    ngx_uint_t                       suppressed;
+} ngx_http_scale_log_burst_t;
+
+/* NGX_DECLINED: do not log; else log, with the number left out since */
+ngx_int_t ngx_http_scale_log_burst(ngx_http_scale_log_burst_t *burst);
+
+
 /* Metrics */
 
 typedef enum {

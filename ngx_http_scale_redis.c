@@ -86,8 +86,6 @@ static ngx_uint_t ngx_http_scale_redis_wanted(ngx_http_scale_redis_token_t *t);
 static void ngx_http_scale_redis_deliver(ngx_http_scale_redis_token_t *t,
     ngx_int_t rc, redisReply *reply);
 static void ngx_http_scale_redis_command_timeout(ngx_event_t *ev);
-static ngx_int_t ngx_http_scale_redis_log_burst(
-    ngx_http_scale_redis_pool_t *pool);
 static void ngx_http_scale_redis_request_cleanup(void *data);
 static ngx_http_scale_redis_token_t *ngx_http_scale_redis_token_alloc(void);
 static void ngx_http_scale_redis_token_free(ngx_http_scale_redis_token_t *t);
@@ -405,7 +403,7 @@ ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
                               pool->errors_slot[NGX_HTTP_SCALE_REDIS_REPLY], 1);
 
         if (ngx_http_scale_redis_wanted(t)) {
-            skipped = ngx_http_scale_redis_log_burst(pool);
+            skipped = ngx_http_scale_log_burst(&pool->log_burst);
 
             if (skipped != NGX_DECLINED) {
                 ngx_log_error(NGX_LOG_ERR, t->timer.log, 0,
@@ -470,7 +468,7 @@ ngx_http_scale_redis_command_timeout(ngx_event_t *ev)
 
     ngx_int_t                      skipped;
 
-    skipped = ngx_http_scale_redis_log_burst(t->pool);
+    skipped = ngx_http_scale_log_burst(&t->pool->log_burst);
 
     if (skipped != NGX_DECLINED) {
         ngx_log_error(NGX_LOG_ERR, ev->log, 0,
@@ -484,30 +482,6 @@ ngx_http_scale_redis_command_timeout(ngx_event_t *ev)
 
     /* the token stays with hiredis until the late reply arrives */
     ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_TIMEOUT, NULL);
-}
-
-
-/*
- * A failing Redis fails every request: log the first failure of a burst,
- * then at most one a second.
- */
-
-static ngx_int_t
-ngx_http_scale_redis_log_burst(ngx_http_scale_redis_pool_t *pool)
-{
-    ngx_int_t  skipped;
-
-    if ((ngx_msec_int_t) (ngx_current_msec - pool->quiet_until) < 0) {
-        pool->suppressed++;
-        return NGX_DECLINED;
-    }
-
-    pool->quiet_until = ngx_current_msec + 1000;
-
-    skipped = pool->suppressed;
-    pool->suppressed = 0;
-
-    return skipped;
 }
 
 
@@ -891,7 +865,7 @@ ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac, void *r,
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        skipped = ngx_http_scale_redis_log_burst(rc->pool);
+        skipped = ngx_http_scale_log_burst(&rc->pool->log_burst);
 
         if (skipped != NGX_DECLINED) {
             ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
@@ -1088,7 +1062,7 @@ ngx_http_scale_redis_ping_reply(redisAsyncContext *ac, void *r,
 
     if (reply->type == REDIS_REPLY_ERROR) {
         /* LOADING, MASTERDOWN and the like: not usable yet */
-        skipped = ngx_http_scale_redis_log_burst(rc->pool);
+        skipped = ngx_http_scale_log_burst(&rc->pool->log_burst);
 
         if (skipped != NGX_DECLINED) {
             ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,

@@ -64,8 +64,7 @@ struct ngx_http_scale_redis_pool_s {
     ngx_msec_t                       since;
     ngx_msec_t                       latency;
     const char                      *down_reason;
-    ngx_msec_t                       quiet_until;  /* failure log throttle */
-    ngx_uint_t                       suppressed;
+    ngx_http_scale_log_burst_t       log_burst;    /* failure log throttle */
 };
 
 

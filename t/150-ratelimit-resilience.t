@@ -100,10 +100,27 @@ my $u = "http://127.0.0.1:$port";
     is((get("$u/flood?k=hot"))[0], 200, 'first request of the hot key admitted');
     my $before = evalsha_calls($rp);
     my %codes;
+    my $t0 = time;
     $codes{(get("$u/flood?k=hot"))[0]}++ for 1 .. 200;
+    my $took = time - $t0;
     my $calls = evalsha_calls($rp) - $before;
     is($codes{429} || 0, 200, '200 requests of a rejected key: all 429');
     cmp_ok($calls, '<=', 1, "and they cost $calls Redis round trip(s)");
+
+    # one line from Redis' verdict, then the cache's at most once a second;
+    # a request a second later reports the rest
+    sleep 1.1;
+    is((get("$u/flood?k=hot"))[0], 429, 'a second later: still 429');
+    my $cached = errlog_has($d, qr/zone "flood", retry after \d+ ms \(cached, \d+ more/);
+    ok($cached >= 2 && $cached <= int($took) + 3,
+       "the flood left $cached cached-rejection lines in ${\ sprintf '%.1f', $took + 1.1} s");
+    my $skipped = 0;
+    open my $f, '<', "$d/logs/error.log" or die;
+    /zone "flood".*\(cached, (\d+) more/ and $skipped += $1 for <$f>;
+    # 201 rejections: Redis decided the first (its own line), the cache the rest
+    is(errlog_has($d, qr/zone "flood", retry after \d+ ms$|zone "flood", retry after \d+ ms,/), 1,
+       'the rejection Redis decided has its own line');
+    is($skipped + $cached, 200, "every cached rejection is logged or counted in a line ($cached + $skipped)");
 }
 
 # 5. NOSCRIPT after SCRIPT FLUSH: the script is loaded again, no error.
