@@ -32,12 +32,19 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
-free_port() {   # a port nothing listens on and not handed out before
+# ports below the kernel's ephemeral range, where no outgoing connection
+# (wrk's, hiredis') can hold one
+read -r eph_lo eph_hi < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null \
+    || { eph_lo=32768; eph_hi=60999; }
+if [ "$eph_lo" -gt 22000 ]; then port_lo=20000; port_n=$((eph_lo - 20000))
+else port_lo=$((eph_hi + 1)); port_n=$((65000 - eph_hi)); fi
+
+free_port() {   # a port no socket uses and not handed out before
     local p
     for _ in $(seq 100); do
-        p=$((30000 + RANDOM % 20000))
+        p=$((port_lo + (RANDOM * 32768 + RANDOM) % port_n))
         grep -qx "$p" "$work/ports" 2>/dev/null && continue
-        ss -Htln "sport = :$p" | grep -q . && continue
+        ss -Htan "sport = :$p" | grep -q . && continue
         echo "$p" >>"$work/ports"
         echo "$p"
         return

@@ -13,11 +13,17 @@ SO=${SO:-$repo/build/modules/ngx_http_scale_module.so}
 # never export NGINX: nginx reads it as inherited listening sockets
 export -n NGINX
 
+# below the kernel's ephemeral range: no outgoing connection holds the port
+read -r eph_lo eph_hi < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null \
+    || { eph_lo=32768; eph_hi=60999; }
+if [ "$eph_lo" -gt 22000 ]; then port_lo=20000; port_n=$((eph_lo - 20000))
+else port_lo=$((eph_hi + 1)); port_n=$((65000 - eph_hi)); fi
+
 free_port() {
     local p
     for _ in $(seq 100); do
-        p=$((20000 + RANDOM % 20000))
-        ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo $p; return; }
+        p=$((port_lo + (RANDOM * 32768 + RANDOM) % port_n))
+        ss -Htan "sport = :$p" 2>/dev/null | grep -q . || { echo $p; return; }
     done
     return 1
 }
