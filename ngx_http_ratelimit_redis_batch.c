@@ -27,7 +27,9 @@ struct ngx_http_ratelimit_redis_batch_s {
     ngx_http_ratelimit_redis_batcher_t  *batcher;
     ngx_uint_t                       n;
     ngx_http_ratelimit_redis_ctx_t **ctxs;         /* NULL: request gone */
-    u_char                          *nzones;
+    ngx_uint_t                       nruns;
+    u_char                          *runs;         /* requests per run */
+    u_char                          *nzones;       /* zones per run */
     int                              argc;
     const char                     **argv;
     size_t                          *argvlen;
@@ -43,6 +45,8 @@ static void ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
     redisReply *reply);
 static ngx_int_t ngx_http_ratelimit_redis_batch_check(
     ngx_http_ratelimit_redis_batch_t *batch, redisReply *reply);
+static void ngx_http_ratelimit_redis_batch_verdict(redisReply **e,
+    ngx_uint_t nzones, ngx_uint_t q, ngx_http_ratelimit_redis_verdict_t *v);
 static void ngx_http_ratelimit_redis_batch_cleanup(void *data);
 
 
@@ -56,19 +60,24 @@ static const char  *ngx_http_ratelimit_redis_digits[] = {
 
 /*
  * Consecutive requests with the same zones and keys travel as one run:
- * their keys and arguments are sent once (a global limit or a flood from
- * one client is a single run however many requests it holds).
+ * their keys and arguments are sent once and their answers come back as
+ * one (a global limit or a flood from one client is a single run however
+ * many requests it holds).
  * KEYS: a base key per (run, zone), run by run.
  * ARGV: per run, its number of requests and of zones, then per zone:
- * limit, window (ms), dry run (0/1).  Per request, in order, it returns
- * admitted, then per zone: admitted, remaining, retry (ms until this zone
- * would admit: the first whole millisecond at which it would), reset (ms
- * to the window's end).
+ * limit, window (ms), dry run (0/1).
+ * Per run it returns how many of its requests are admitted (the first
+ * ones), then per zone: how many requests it admits (the first ones),
+ * remaining before the run, retry (ms until this zone would admit: the
+ * first whole millisecond at which it would) and reset (ms to the window's
+ * end).  Within a run every answer follows from these: a request's count
+ * grows by one for each admitted request before it, and once a zone or
+ * the run rejects, the counts stop moving and every later request gets
+ * the same answer.  ngx_http_ratelimit_redis_batch_verdict() unfolds them.
  * Sliding window: the current window's count plus the previous one's
  * weighted by how much of it the last window length still covers.  Time
  * comes from Redis, so nginx hosts need not agree on the clock.  A request
- * is counted only if all its zones admit it.  Key names and numbers are
- * worked out once per distinct key and window, not once per request.
+ * is counted only if all its zones admit it.
  */
 
 static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
@@ -108,45 +117,53 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "  end\n"
 "  a = a + 2 + 3 * n\n"
 "end\n"
-"local count, incr, ttl, out = {}, {}, {}, {}\n"
+"local count, incr, ttl, out, ok = {}, {}, {}, {}, {}\n"
 "local v = redis.call('MGET', unpack(names))\n"
 "for i, name in ipairs(names) do count[name] = tonumber(v[i]) or 0 end\n"
 "k = 1\n"
 "for r = 1, #nz do\n"
-"  local n = nz[r]\n"
-"  for q = 1, rn[r] do\n"
-"    local admit, base = 1, #out + 1\n"
-"    for j = 0, n - 1 do\n"
-"      local z = k + j\n"
+"  local n, m, o = nz[r], rn[r], #out + 1\n"
+"  for z = k, k + n - 1 do\n"
+"    local c, p, l, w, e = count[zk[z]], count[zp[z]], zl[z], zw[z], ze[z]\n"
+"    local left = math.floor(l - (p * (w - e) / w + c))\n"
+"    out[o + 4 * (z - k) + 1] = 0\n"
+"    out[o + 4 * (z - k) + 2] = left > 0 and left or 0\n"
+"    out[o + 4 * (z - k) + 3] = 0\n"
+"    out[o + 4 * (z - k) + 4] = w - e\n"
+"  end\n"
+"  local admitted = 0\n"
+"  while admitted < m do\n"
+"    local admit = true\n"
+"    for z = k, k + n - 1 do\n"
 "      local c, p, l, w, e = count[zk[z]], count[zp[z]], zl[z], zw[z], ze[z]\n"
-"      local est = p * (w - e) / w + c\n"
-"      local o = base + 4 * j + 1\n"
-"      out[o + 3] = w - e\n"
-"      if est + 1 > l then\n"
+"      ok[z] = p * (w - e) / w + c + 1 <= l\n"
+"      if not ok[z] then\n"
 "        local retry\n"
 "        if c + 1 > l then\n"
 "          retry = w - e + w - math.floor((l - 1) * w / c)\n"
 "        else\n"
 "          retry = w - math.floor((l - c - 1) * w / p) - e\n"
 "        end\n"
-"        out[o], out[o + 1], out[o + 2] = 0, 0, retry > 0 and retry or 1\n"
-"        if not zd[z] then admit = 0 end\n"
-"      else\n"
-"        out[o], out[o + 1], out[o + 2] = 1, math.floor(l - est), 0\n"
+"        out[o + 4 * (z - k) + 3] = retry > 0 and retry or 1\n"
+"        if not zd[z] then admit = false end\n"
 "      end\n"
 "    end\n"
-"    out[base] = admit\n"
-"    if admit == 1 then\n"
-"      for j = 0, n - 1 do\n"
-"        local o, z = base + 4 * j + 1, k + j\n"
-"        if out[o] == 1 then\n"
-"          local key = zk[z]\n"
-"          count[key] = count[key] + 1\n"
-"          incr[key] = (incr[key] or 0) + 1\n"
-"          ttl[key] = 2 * zw[z]\n"
-"          out[o + 1] = out[o + 1] - 1\n"
-"        end\n"
+"    if not admit then break end\n"
+"    admitted = admitted + 1\n"
+"    for z = k, k + n - 1 do\n"
+"      if ok[z] then\n"
+"        local key = zk[z]\n"
+"        count[key] = count[key] + 1\n"
+"        incr[key] = (incr[key] or 0) + 1\n"
+"        ttl[key] = 2 * zw[z]\n"
+"        out[o + 4 * (z - k) + 1] = admitted\n"
 "      end\n"
+"    end\n"
+"  end\n"
+"  out[o] = admitted\n"
+"  if admitted < m then\n"
+"    for z = k, k + n - 1 do\n"
+"      if ok[z] then out[o + 4 * (z - k) + 1] = m end\n"
 "    end\n"
 "  end\n"
 "  k = k + n\n"
@@ -376,7 +393,8 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
     batch = ngx_alloc(sizeof(ngx_http_ratelimit_redis_batch_t)
                       + n * sizeof(ngx_http_ratelimit_redis_ctx_t *)
                       + size * (sizeof(char *) + sizeof(size_t))
-                      + n + NGX_INT_T_LEN + nruns * NGX_INT_T_LEN + keys,
+                      + 2 * nruns + NGX_INT_T_LEN + nruns * NGX_INT_T_LEN
+                      + keys,
                       ngx_cycle->log);
     if (batch == NULL) {
         return NULL;
@@ -388,8 +406,10 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
     batch->ctxs = (ngx_http_ratelimit_redis_ctx_t **) (batch + 1);
     batch->argv = (const char **) (batch->ctxs + n);
     batch->argvlen = (size_t *) (batch->argv + size);
-    batch->nzones = (u_char *) (batch->argvlen + size);
-    p = batch->nzones + n;
+    batch->nruns = nruns;
+    batch->runs = (u_char *) (batch->argvlen + size);
+    batch->nzones = batch->runs + nruns;
+    p = batch->nzones + nruns;
 
     for (i = 0; i < n; i++) {
         q = ngx_queue_head(&b->pending);
@@ -401,7 +421,11 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
         ctx->index = i;
 
         batch->ctxs[i] = ctx;
-        batch->nzones[i] = (u_char) ctx->nzones;
+    }
+
+    for (r = 0, i = 0; r < nruns; i += runs[r++]) {
+        batch->runs[r] = runs[r];
+        batch->nzones[r] = (u_char) batch->ctxs[i]->nzones;
     }
 
     argv = batch->argv;
@@ -482,8 +506,7 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
 {
     ngx_http_ratelimit_redis_batch_t *batch = data;
 
-    ngx_uint_t                           i, j, k;
-    redisReply                         **e;
+    ngx_uint_t                           i, k, q, r;
     ngx_http_ratelimit_redis_ctx_t      *ctx;
     ngx_http_ratelimit_redis_verdict_t   v[NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX];
 
@@ -503,34 +526,32 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
     }
 
     k = 0;
+    i = 0;
 
-    for (i = 0; i < batch->n; i++) {
-        ctx = batch->ctxs[i];
+    for (r = 0; r < batch->nruns; r++) {
 
-        if (ctx && rc == NGX_HTTP_SCALE_REDIS_OK) {
-            e = reply->element;
+        for (q = 0; q < batch->runs[r]; q++, i++) {
 
-            for (j = 0; j < ctx->nzones; j++) {
-                v[j].admitted = e[k + 1 + 4 * j]->integer;
-                v[j].remaining = e[k + 2 + 4 * j]->integer;
-                v[j].retry = e[k + 3 + 4 * j]->integer;
-                v[j].reset = e[k + 4 + 4 * j]->integer;
+            /* read ctxs[] afresh each time: resuming one may end another */
+
+            ctx = batch->ctxs[i];
+            if (ctx == NULL) {
+                continue;
             }
-        }
 
-        k += 1 + 4 * batch->nzones[i];
+            if (rc == NGX_HTTP_SCALE_REDIS_OK) {
+                ngx_http_ratelimit_redis_batch_verdict(reply->element + k,
+                                                       batch->nzones[r], q, v);
+            }
 
-        if (ctx == NULL) {
-            continue;
-        }
+            ctx->batch = NULL;
 
-        /* read ctxs[] afresh each time: resuming one may end another */
-
-        ctx->batch = NULL;
-
-        ngx_http_ratelimit_redis_decide(ctx->request, ctx, rc,
+            ngx_http_ratelimit_redis_decide(ctx->request, ctx, rc,
                                      rc == NGX_HTTP_SCALE_REDIS_OK ? v : NULL);
-        ngx_http_scale_resume(ctx->request);
+            ngx_http_scale_resume(ctx->request);
+        }
+
+        k += 1 + 4 * batch->nzones[r];
     }
 
     ngx_free(batch);
@@ -541,12 +562,13 @@ static ngx_int_t
 ngx_http_ratelimit_redis_batch_check(ngx_http_ratelimit_redis_batch_t *batch,
     redisReply *reply)
 {
-    ngx_uint_t  i, n;
+    ngx_uint_t    i, j, n, r;
+    redisReply  **e;
 
     n = 0;
 
-    for (i = 0; i < batch->n; i++) {
-        n += 1 + 4 * batch->nzones[i];
+    for (r = 0; r < batch->nruns; r++) {
+        n += 1 + 4 * batch->nzones[r];
     }
 
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
@@ -561,7 +583,53 @@ ngx_http_ratelimit_redis_batch_check(ngx_http_ratelimit_redis_batch_t *batch,
         }
     }
 
+    /* admitted counts are counts of the run's requests */
+
+    e = reply->element;
+
+    for (r = 0; r < batch->nruns; r++) {
+        for (j = 0; j <= batch->nzones[r]; j++) {
+            if (e[j == 0 ? 0 : 4 * j - 3]->integer > batch->runs[r]) {
+                return NGX_ERROR;
+            }
+        }
+
+        e += 1 + 4 * batch->nzones[r];
+    }
+
     return NGX_OK;
+}
+
+
+/* the answer to the q-th request (from 0) of a run, from the run's answer */
+
+static void
+ngx_http_ratelimit_redis_batch_verdict(redisReply **e, ngx_uint_t nzones,
+    ngx_uint_t q, ngx_http_ratelimit_redis_verdict_t *v)
+{
+    long long   left;
+    ngx_uint_t  j, admitted, before;
+
+    admitted = e[0]->integer;
+    before = ngx_min(q, admitted);      /* counted before this request */
+
+    for (j = 0, e++; j < nzones; j++, e += 4) {
+
+        if (q < (ngx_uint_t) e[0]->integer) {
+            left = e[1]->integer - before - (q < admitted ? 1 : 0);
+
+            v[j].admitted = 1;
+            v[j].remaining = left > 0 ? left : 0;
+            v[j].retry = 0;
+
+        } else {
+            v[j].admitted = 0;
+            v[j].remaining = 0;
+            v[j].retry = e[2]->integer;
+        }
+
+        v[j].reset = e[3]->integer;
+    }
 }
 
 

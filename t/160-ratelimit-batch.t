@@ -85,7 +85,39 @@ sub call {
         }
         $i = $e;
     }
-    return cmd('EVALSHA', $sha, scalar @keys, @keys, @args);
+    return unfold(cmd('EVALSHA', $sha, scalar @keys, @keys, @args), @reqs);
+}
+
+# per request: admitted, then per zone admitted, remaining, retry, reset,
+# from the per-run answer (as ngx_http_ratelimit_redis_batch_verdict())
+sub unfold {
+    my ($r, @reqs) = @_;
+    my (@out, $k);
+    my $i = 0;
+    $k = 0;
+    while ($i < @reqs) {
+        my $e = $i + 1;
+        $e++ while $e < @reqs && same($reqs[$i], $reqs[$e]);
+        my $n = @{ $reqs[$i] };
+        my $admitted = $r->[$k];
+        for my $q (0 .. $e - $i - 1) {
+            my $before = $q < $admitted ? $q : $admitted;
+            push @out, $q < $admitted ? 1 : 0;
+            for my $j (0 .. $n - 1) {
+                my ($a, $left, $retry, $reset) = @$r[$k + 1 + 4 * $j .. $k + 4 + 4 * $j];
+                if ($q < $a) {
+                    my $rem = $left - $before - ($q < $admitted ? 1 : 0);
+                    push @out, 1, ($rem > 0 ? $rem : 0), 0, $reset;
+                } else {
+                    push @out, 0, 0, $retry, $reset;
+                }
+            }
+        }
+        $k += 1 + 4 * $n;
+        $i = $e;
+    }
+    die "reply of " . @$r . " numbers, expected $k" unless $k == @$r;
+    return \@out;
 }
 
 sub same {
