@@ -11,8 +11,12 @@
 #include "ngx_http_ratelimit_redis.h"
 
 
-/* requests in one script call */
+/* requests in one script call; run lengths are kept in u_char */
 #define NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX  64
+
+#if (NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX > 255)
+#error NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX must fit in u_char
+#endif
 
 
 struct ngx_http_ratelimit_redis_batcher_s {
@@ -349,11 +353,10 @@ static ngx_http_ratelimit_redis_batch_t *
 ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
 {
     u_char                            *p;
-    size_t                             size, keys;
+    size_t                             size, keys, *lens;
     ngx_uint_t                         n, nkeys, nruns, i, j, r;
     ngx_queue_t                       *q;
     const char                       **argv;
-    size_t                            *lens;
     ngx_http_ratelimit_redis_ctx_t    *ctx, *prev;
     ngx_http_ratelimit_redis_zone_t   *zone;
     ngx_http_ratelimit_redis_batch_t  *batch;
@@ -588,8 +591,12 @@ ngx_http_ratelimit_redis_batch_check(ngx_http_ratelimit_redis_batch_t *batch,
     e = reply->element;
 
     for (r = 0; r < batch->nruns; r++) {
-        for (j = 0; j <= batch->nzones[r]; j++) {
-            if (e[j == 0 ? 0 : 4 * j - 3]->integer > batch->runs[r]) {
+        if (e[0]->integer > batch->runs[r]) {
+            return NGX_ERROR;
+        }
+
+        for (j = 0; j < batch->nzones[r]; j++) {
+            if (e[1 + 4 * j]->integer > batch->runs[r]) {
                 return NGX_ERROR;
             }
         }
@@ -616,7 +623,7 @@ ngx_http_ratelimit_redis_batch_verdict(redisReply **e, ngx_uint_t nzones,
     for (j = 0, e++; j < nzones; j++, e += 4) {
 
         if (q < (ngx_uint_t) e[0]->integer) {
-            left = e[1]->integer - before - (q < admitted ? 1 : 0);
+            left = e[1]->integer - (long long) before - (q < admitted);
 
             v[j].admitted = 1;
             v[j].remaining = left > 0 ? left : 0;

@@ -412,6 +412,10 @@ ngx_http_ratelimit_redis_verdict(ngx_http_request_t *r,
     for (i = 0; i < ctx->nzones; i++) {
         zone = ctx->limits[i]->zone;
 
+        /* a sliding window never asks to wait longer than two windows */
+        v[i].retry = ngx_min(v[i].retry, 2 * zone->window);
+        v[i].reset = ngx_min(v[i].reset, zone->window);
+
         if (v[i].admitted) {
             result = NGX_HTTP_RATELIMIT_REDIS_PASSED;
 

@@ -256,12 +256,20 @@ ngx_http_scale_log_burst(ngx_http_scale_log_burst_t *burst)
 {
     ngx_int_t  skipped;
 
-    if ((ngx_msec_int_t) (ngx_current_msec - burst->quiet_until) < 0) {
+    /* 0: nothing logged yet, whatever the clock (32-bit ngx_msec_t) says */
+
+    if (burst->quiet_until != 0
+        && (ngx_msec_int_t) (ngx_current_msec - burst->quiet_until) < 0)
+    {
         burst->suppressed++;
         return NGX_DECLINED;
     }
 
     burst->quiet_until = ngx_current_msec + 1000;
+
+    if (burst->quiet_until == 0) {
+        burst->quiet_until = 1;
+    }
 
     skipped = burst->suppressed;
     burst->suppressed = 0;

@@ -68,6 +68,55 @@ my %zone = (
     c => { limit => 2,  window => 20_000_000_000 },
 );
 
+# The reference: the sliding window written plainly, one request per call.
+# KEYS: a base key per zone; ARGV: limit, window, dry run per zone.
+my $reference = cmd('SCRIPT', 'LOAD', <<'_LUA_');
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local out, cur, ok, admit = {0}, {}, {}, 1
+for z = 1, #KEYS do
+  local l, w = tonumber(ARGV[3 * z - 2]), tonumber(ARGV[3 * z - 1])
+  local e = now % w
+  cur[z] = KEYS[z] .. (now - e)
+  local c = tonumber(redis.call('GET', cur[z])) or 0
+  local p = tonumber(redis.call('GET', KEYS[z] .. (now - e - w))) or 0
+  local est = p * (w - e) / w + c
+  if est + 1 > l then
+    local retry
+    if c + 1 > l then
+      retry = w - e + w - math.floor((l - 1) * w / c)
+    else
+      retry = w - math.floor((l - c - 1) * w / p) - e
+    end
+    out[#out + 1], out[#out + 2] = 0, 0
+    out[#out + 1], out[#out + 2] = retry > 0 and retry or 1, w - e
+    if ARGV[3 * z] ~= '1' then admit = 0 end
+  else
+    ok[z] = true
+    out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] =
+      1, math.floor(l - est), 0, w - e
+  end
+end
+out[1] = admit
+if admit == 1 then
+  for z = 1, #KEYS do
+    if ok[z] then
+      redis.call('INCR', cur[z])
+      out[4 * z - 1] = out[4 * z - 1] - 1
+    end
+  end
+end
+return out
+_LUA_
+
+sub reference {
+    my ($prefix, $req) = @_;
+    return cmd('EVALSHA', $reference, scalar @$req,
+               (map { "$prefix:$_->[0]:$_->[1]:" } @$req),
+               map { ($zone{ $_->[0] }{limit}, $zone{ $_->[0] }{window}, $_->[2]) } @$req);
+}
+
+
 # a request: [[zone, key, dry], ...]; the batch as the module encodes it
 sub call {
     my ($prefix, @reqs) = @_;
@@ -166,15 +215,26 @@ for my $trial (1 .. $trials) {
     seed("t$trial:single", \%prev);
 
     my $batch = call("t$trial:batch", @reqs);
-    my @single = map { @{ call("t$trial:single", $_) } } @reqs;
+    my @single = map { @{ reference("t$trial:single", $_) } } @reqs;
 
-    # admitted and remaining exactly; retry and reset within the
-    # milliseconds that passed between the two
+    # all exactly but reset, which moves with the milliseconds that passed
+    # between the two; a retry is compared as retry - reset, which does not
     my $ok = @$batch == @single;
     for my $i (0 .. $#single) {
         last unless $ok;
+        my $field = $i;
+        for my $r (@reqs) {
+            last if $field < 1 + 4 * @$r;
+            $field -= 1 + 4 * @$r;
+        }
         my ($x, $y) = ($batch->[$i], $single[$i]);
-        $ok = 0 if $x < 0 || abs($x - $y) > ($x > 1000 ? 5000 : 0);
+        if ($field && $field % 4 == 0) {               # reset
+            $ok = 0 if abs($x - $y) > 5000;
+        } elsif ($field && $field % 4 == 3 && $x && $y) {   # retry
+            $ok = 0 if $x - $batch->[$i + 1] != $y - $single[$i + 1];
+        } else {
+            $ok = 0 if $x != $y;
+        }
     }
     unless ($ok) {
         $bad++;
