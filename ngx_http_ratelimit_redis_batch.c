@@ -29,7 +29,6 @@ struct ngx_http_ratelimit_redis_batcher_s {
 struct ngx_http_ratelimit_redis_batch_s {
     ngx_queue_t                      inflight;
     ngx_http_ratelimit_redis_batcher_t  *batcher;
-    ngx_uint_t                       n;
     ngx_http_ratelimit_redis_ctx_t **ctxs;         /* NULL: request gone */
     ngx_uint_t                       nruns;
     u_char                          *runs;         /* requests per run */
@@ -81,7 +80,8 @@ static const char  *ngx_http_ratelimit_redis_digits[] = {
  * Sliding window: the current window's count plus the previous one's
  * weighted by how much of it the last window length still covers.  Time
  * comes from Redis, so nginx hosts need not agree on the clock.  A request
- * is counted only if all its zones admit it.
+ * is counted only if all its zones admit it.  Key names and numbers are
+ * worked out once per distinct key and window, not once per request.
  */
 
 static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
@@ -404,7 +404,6 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
     }
 
     batch->batcher = b;
-    batch->n = n;
     batch->argc = size;
     batch->ctxs = (ngx_http_ratelimit_redis_ctx_t **) (batch + 1);
     batch->argv = (const char **) (batch->ctxs + n);

@@ -121,18 +121,11 @@ sub reference {
 sub call {
     my ($prefix, @reqs) = @_;
     my (@keys, @args);
-    my $i = 0;
-    while ($i < @reqs) {
-        my $e = $i + 1;
-        $e++ while $e < @reqs && same($reqs[$i], $reqs[$e]);
-        for my $z (@{ $reqs[$i] }) {
-            push @keys, "$prefix:$z->[0]:$z->[1]:";
-        }
-        push @args, $e - $i, scalar @{ $reqs[$i] };
-        for my $z (@{ $reqs[$i] }) {
-            push @args, $zone{ $z->[0] }{limit}, $zone{ $z->[0] }{window}, $z->[2];
-        }
-        $i = $e;
+    for my $run (runs(@reqs)) {
+        my ($req, $len) = ($reqs[$run->[0]], $run->[1]);
+        push @keys, map { "$prefix:$_->[0]:$_->[1]:" } @$req;
+        push @args, $len, scalar @$req;
+        push @args, map { ($zone{ $_->[0] }{limit}, $zone{ $_->[0] }{window}, $_->[2]) } @$req;
     }
     return unfold(cmd('EVALSHA', $sha, scalar @keys, @keys, @args), @reqs);
 }
@@ -141,15 +134,12 @@ sub call {
 # from the per-run answer (as ngx_http_ratelimit_redis_batch_verdict())
 sub unfold {
     my ($r, @reqs) = @_;
-    my (@out, $k);
-    my $i = 0;
-    $k = 0;
-    while ($i < @reqs) {
-        my $e = $i + 1;
-        $e++ while $e < @reqs && same($reqs[$i], $reqs[$e]);
-        my $n = @{ $reqs[$i] };
+    my @out;
+    my $k = 0;
+    for my $run (runs(@reqs)) {
+        my $n = @{ $reqs[$run->[0]] };
         my $admitted = $r->[$k];
-        for my $q (0 .. $e - $i - 1) {
+        for my $q (0 .. $run->[1] - 1) {
             my $before = $q < $admitted ? $q : $admitted;
             push @out, $q < $admitted ? 1 : 0;
             for my $j (0 .. $n - 1) {
@@ -163,10 +153,23 @@ sub unfold {
             }
         }
         $k += 1 + 4 * $n;
-        $i = $e;
     }
     die "reply of " . @$r . " numbers, expected $k" unless $k == @$r;
     return \@out;
+}
+
+# [first, length] of each run of consecutive identical requests
+sub runs {
+    my @reqs = @_;
+    my @runs;
+    for my $i (0 .. $#reqs) {
+        if (@runs && same($reqs[$runs[-1][0]], $reqs[$i])) {
+            $runs[-1][1]++;
+        } else {
+            push @runs, [$i, 1];
+        }
+    }
+    return @runs;
 }
 
 sub same {
@@ -241,13 +244,9 @@ for my $trial (1 .. $trials) {
         diag("trial $trial differs:\n batch  @$batch\n single @single") if $bad <= 3;
     }
 
-    my $i = 0;
-    while ($i < @reqs) {
-        my $e = $i + 1;
-        $e++ while $e < @reqs && same($reqs[$i], $reqs[$e]);
-        $runs++ if $e - $i > 1;
-        $maxrun = $e - $i if $e - $i > $maxrun;
-        $i = $e;
+    for my $run (runs(@reqs)) {
+        $runs++ if $run->[1] > 1;
+        $maxrun = $run->[1] if $run->[1] > $maxrun;
     }
 }
 
