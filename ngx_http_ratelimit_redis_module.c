@@ -21,6 +21,9 @@
 /* longer keys are replaced by their SHA-1: Redis memory stays bounded */
 #define NGX_HTTP_RATELIMIT_REDIS_KEY_MAX           256
 
+/* 2^53: the script's counts are Lua numbers (doubles), exact up to here */
+#define NGX_HTTP_RATELIMIT_REDIS_RATE_MAX          ((uint64_t) 1 << 53)
+
 
 typedef struct {
     ngx_array_t                      zones;        /* of zone_t * */
@@ -760,6 +763,10 @@ ngx_http_ratelimit_redis_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+            if (name.data) {
+                goto duplicate;
+            }
+
             name.data = value[i].data + 5;
             name.len = value[i].len - 5;
 
@@ -781,6 +788,10 @@ ngx_http_ratelimit_redis_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+            if (window) {
+                goto duplicate;
+            }
+
             len = value[i].len;
             p = value[i].data + len - 3;
 
@@ -794,21 +805,40 @@ ngx_http_ratelimit_redis_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 window = 60 * 60 * 1000;
 
             } else {
-                window = 0;
+                goto invalid_rate;
             }
 
-            rate = window ? ngx_atoi(value[i].data + 5, len - 8) : NGX_ERROR;
+            rate = ngx_atoi(value[i].data + 5, len - 8);
 
-            if (rate <= 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid rate \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
+            if (rate == NGX_ERROR) {
+                for (p = value[i].data + 5; p < value[i].data + len - 3; p++) {
+                    if (*p < '0' || *p > '9') {
+                        goto invalid_rate;
+                    }
+                }
+
+                /* all digits: too large for ngx_int_t */
+                goto too_large;
+            }
+
+            if (rate == 0) {
+                goto invalid_rate;
+            }
+
+            /* the script counts in Lua numbers, doubles: exact up to 2^53 */
+
+            if ((uint64_t) rate > NGX_HTTP_RATELIMIT_REDIS_RATE_MAX) {
+                goto too_large;
             }
 
             continue;
         }
 
         if (ngx_strncmp(value[i].data, "pool=", 5) == 0) {
+            if (pool.data) {
+                goto duplicate;
+            }
+
             pool.data = value[i].data + 5;
             pool.len = value[i].len - 5;
 
@@ -830,6 +860,14 @@ ngx_http_ratelimit_redis_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" must have \"zone\", \"rate\" and \"pool\" "
                            "parameters", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    /* an empty key is not limited: a constant one would limit nothing */
+
+    if (zone->key.lengths == NULL && zone->key.value.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "empty key in ratelimit_redis_zone \"%V\"", &name);
         return NGX_CONF_ERROR;
     }
 
@@ -878,6 +916,27 @@ ngx_http_ratelimit_redis_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+
+duplicate:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "duplicate parameter \"%V\" in \"%V\"",
+                       &value[i], &cmd->name);
+    return NGX_CONF_ERROR;
+
+invalid_rate:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid rate \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+
+too_large:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid rate \"%V\", at most %uL%*s",
+                       &value[i], NGX_HTTP_RATELIMIT_REDIS_RATE_MAX,
+                       (size_t) 3, value[i].data + value[i].len - 3);
+    return NGX_CONF_ERROR;
 }
 
 
@@ -932,25 +991,45 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_ratelimit_redis_loc_conf_t  *lrcf = conf;
 
     ngx_str_t                             *value, name;
-    ngx_uint_t                             i;
+    ngx_uint_t                             i, dry_run;
     ngx_http_ratelimit_redis_zone_t      **zp, *zone;
     ngx_http_ratelimit_redis_limit_t      *limit, *limits;
     ngx_http_ratelimit_redis_main_conf_t  *rmcf;
 
     value = cf->args->elts;
 
-    if (ngx_strncmp(value[1].data, "zone=", 5) != 0) {
+    ngx_str_null(&name);
+    dry_run = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+            if (name.data) {
+                goto duplicate;
+            }
+
+            name.data = value[i].data + 5;
+            name.len = value[i].len - 5;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "dry_run") == 0) {
+            if (dry_run) {
+                goto duplicate;
+            }
+
+            dry_run = 1;
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[1]);
+                           "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
     }
 
-    name.data = value[1].data + 5;
-    name.len = value[1].len - 5;
-
-    if (cf->args->nelts == 3 && ngx_strcmp(value[2].data, "dry_run") != 0) {
+    if (name.data == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[2]);
+                           "\"%V\" must have \"zone\" parameter", &cmd->name);
         return NGX_CONF_ERROR;
     }
 
@@ -1004,11 +1083,18 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     limit->zone = zone;
-    limit->dry_run = (cf->args->nelts == 3);
+    limit->dry_run = dry_run;
 
     rmcf->enabled = 1;
 
     return NGX_CONF_OK;
+
+duplicate:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "duplicate parameter \"%V\" in \"%V\"",
+                       &value[i], &cmd->name);
+    return NGX_CONF_ERROR;
 }
 
 

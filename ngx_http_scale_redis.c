@@ -1434,6 +1434,12 @@ ngx_http_scale_redis_pool_block(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
+    if (value[1].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis_pool name \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
     pool = ngx_http_scale_redis_pool_get(cf, &value[1]);
     if (pool == NULL) {
         return NGX_CONF_ERROR;
@@ -1465,6 +1471,16 @@ ngx_http_scale_redis_pool_block(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    /* AUTH is sent only with a password: a lone username would be ignored */
+
+    if (pool->username.len && pool->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no \"password\" is defined for username \"%V\" "
+                           "in redis_pool \"%V\"",
+                           &pool->username, &pool->name);
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_init_value(pool->database, 0);
     ngx_conf_init_msec_value(pool->connect_timeout, 1000);
     ngx_conf_init_msec_value(pool->timeout, 100);
@@ -1473,6 +1489,12 @@ ngx_http_scale_redis_pool_block(ngx_conf_t *cf, ngx_command_t *cmd,
     return NGX_CONF_OK;
 }
 
+
+/*
+ * The directives inside redis_pool { }: a custom handler, so nginx's
+ * "is duplicate" and argument checks are spelled out here, naming the
+ * directive and the pool.
+ */
 
 static char *
 ngx_http_scale_redis_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy,
@@ -1483,9 +1505,37 @@ ngx_http_scale_redis_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy,
     ngx_int_t    n;
     ngx_str_t   *value, *name;
     ngx_msec_t   ms, *msp;
+    ngx_uint_t   set;
 
     value = cf->args->elts;
     name = &value[0];
+
+    if (ngx_strcmp(name->data, "server") == 0) {
+        set = (pool->server.len != 0);
+
+    } else if (ngx_strcmp(name->data, "username") == 0) {
+        set = (pool->username.data != NULL);
+
+    } else if (ngx_strcmp(name->data, "password") == 0) {
+        set = (pool->password.data != NULL);
+
+    } else if (ngx_strcmp(name->data, "database") == 0) {
+        set = (pool->database != NGX_CONF_UNSET);
+
+    } else if (ngx_strcmp(name->data, "connections") == 0) {
+        set = (pool->nconnections != NGX_CONF_UNSET_UINT);
+
+    } else if (ngx_strcmp(name->data, "timeout") == 0) {
+        set = (pool->timeout != NGX_CONF_UNSET_MSEC);
+
+    } else if (ngx_strcmp(name->data, "connect_timeout") == 0) {
+        set = (pool->connect_timeout != NGX_CONF_UNSET_MSEC);
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown directive \"%V\" in redis_pool", name);
+        return NGX_CONF_ERROR;
+    }
 
     if (cf->args->nelts != 2) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1494,29 +1544,45 @@ ngx_http_scale_redis_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_strcmp(name->data, "server") == 0) {
-        if (pool->server.len) {
-            return "is duplicate";
-        }
+    if (set) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" directive is duplicate in redis_pool \"%V\"",
+                           name, &pool->name);
+        return NGX_CONF_ERROR;
+    }
 
+    if (ngx_strcmp(name->data, "server") == 0) {
         return ngx_http_scale_redis_parse_server(cf, pool, &value[1]);
     }
 
+    /* never echo a password: only an empty one is refused here */
+
     if (ngx_strcmp(name->data, "username") == 0) {
+        if (value[1].len == 0) {
+            goto empty;
+        }
+
         pool->username = value[1];
         return NGX_CONF_OK;
     }
 
     if (ngx_strcmp(name->data, "password") == 0) {
+        if (value[1].len == 0) {
+            goto empty;
+        }
+
         pool->password = value[1];
         return NGX_CONF_OK;
     }
 
+    /* SELECT takes a C int */
+
     if (ngx_strcmp(name->data, "database") == 0) {
         n = ngx_atoi(value[1].data, value[1].len);
-        if (n == NGX_ERROR) {
+        if (n == NGX_ERROR || n > NGX_MAX_INT32_VALUE) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid database \"%V\"", &value[1]);
+                               "invalid database \"%V\", must be 0 to %i",
+                               &value[1], (ngx_int_t) NGX_MAX_INT32_VALUE);
             return NGX_CONF_ERROR;
         }
 
@@ -1540,13 +1606,8 @@ ngx_http_scale_redis_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy,
     if (ngx_strcmp(name->data, "timeout") == 0) {
         msp = &pool->timeout;
 
-    } else if (ngx_strcmp(name->data, "connect_timeout") == 0) {
-        msp = &pool->connect_timeout;
-
     } else {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown directive \"%V\" in redis_pool", name);
-        return NGX_CONF_ERROR;
+        msp = &pool->connect_timeout;
     }
 
     ms = ngx_parse_time(&value[1], 0);
@@ -1559,10 +1620,20 @@ ngx_http_scale_redis_pool_directive(ngx_conf_t *cf, ngx_command_t *dummy,
     *msp = ms;
 
     return NGX_CONF_OK;
+
+empty:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid %V \"\"", name);
+
+    return NGX_CONF_ERROR;
 }
 
 
-/* "host:port" or "unix:/path": resolved once, here */
+/*
+ * "host:port" or "unix:/path", resolved once, here.  ngx_parse_url also
+ * refuses a unix path longer than sun_path (hiredis would cut it short and
+ * connect to another socket) and reads "unix:" in any case, as nginx does.
+ */
 
 static char *
 ngx_http_scale_redis_parse_server(ngx_conf_t *cf,
@@ -1571,19 +1642,6 @@ ngx_http_scale_redis_parse_server(ngx_conf_t *cf,
     size_t      len;
     u_char     *host;
     ngx_url_t   u;
-
-    pool->server = *value;
-
-    if (value->len > 5 && ngx_strncmp(value->data, "unix:", 5) == 0) {
-        len = value->len - 5;
-        pool->unix_path = ngx_pnalloc(cf->pool, len + 1);
-        if (pool->unix_path == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_cpystrn(pool->unix_path, value->data + 5, len + 1);
-        return NGX_CONF_OK;
-    }
 
     ngx_memzero(&u, sizeof(ngx_url_t));
 
@@ -1604,6 +1662,22 @@ ngx_http_scale_redis_parse_server(ngx_conf_t *cf,
                            "no address for redis_pool server \"%V\"", value);
         return NGX_CONF_ERROR;
     }
+
+    pool->server = *value;
+
+#if (NGX_HAVE_UNIX_DOMAIN)
+
+    if (u.family == AF_UNIX) {
+        pool->unix_path = ngx_pnalloc(cf->pool, u.host.len + 1);
+        if (pool->unix_path == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        (void) ngx_cpystrn(pool->unix_path, u.host.data, u.host.len + 1);
+        return NGX_CONF_OK;
+    }
+
+#endif
 
     host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
     if (host == NULL) {
