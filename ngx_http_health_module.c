@@ -49,6 +49,8 @@ static char *ngx_http_health_drain_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_health_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_health_upstream_peers(
+    ngx_http_upstream_srv_conf_t *uscf);
 static ngx_int_t ngx_http_health_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_health_init_module(ngx_cycle_t *cycle);
 
@@ -986,9 +988,41 @@ ngx_http_health_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* the peers that can be up, as configured; NGX_DECLINED: known at run time */
+
+static ngx_int_t
+ngx_http_health_upstream_peers(ngx_http_upstream_srv_conf_t *uscf)
+{
+    ngx_int_t                    n;
+    ngx_uint_t                   i;
+    ngx_http_upstream_server_t  *server;
+
+    if (uscf->servers == NULL) {
+        return NGX_DECLINED;
+    }
+
+    n = 0;
+    server = uscf->servers->elts;
+
+    for (i = 0; i < uscf->servers->nelts; i++) {
+        if (server[i].naddrs == 0) {
+            /* resolved at run time */
+            return NGX_DECLINED;
+        }
+
+        if (!server[i].down) {
+            n += server[i].naddrs;
+        }
+    }
+
+    return n;
+}
+
+
 static ngx_int_t
 ngx_http_health_init(ngx_conf_t *cf)
 {
+    ngx_int_t                       n;
     ngx_uint_t                      i, j;
     ngx_http_health_upstream_t     *u;
     ngx_http_upstream_srv_conf_t  **uscfp;
@@ -1019,6 +1053,19 @@ ngx_http_health_init(ngx_conf_t *cf)
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "unknown upstream \"%V\" in health_ready_upstream "
                           "in %s:%ui", &u[i].name, u[i].file, u[i].line);
+            return NGX_ERROR;
+        }
+
+        /* a min that no state of the upstream meets: never ready */
+
+        n = ngx_http_health_upstream_peers(u[i].upstream);
+
+        if (n != NGX_DECLINED && u[i].min > (ngx_uint_t) n) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "health_ready_upstream \"%V\" min=%ui is more "
+                          "than the %i peers not marked down in upstream "
+                          "\"%V\" in %s:%ui", &u[i].name, u[i].min, n,
+                          &u[i].name, u[i].file, u[i].line);
             return NGX_ERROR;
         }
     }

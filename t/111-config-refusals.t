@@ -221,6 +221,10 @@ my @refused = (
     [ 'health_ready_upstream of an unknown upstream',
       'health_ready_upstream nope;',
       'unknown upstream "nope" in health_ready_upstream' ],
+    [ 'health_ready_upstream min= above the peers that can be up',
+      "upstream u { server 127.0.0.1:1; server 127.0.0.1:2 down; }\nhealth_ready_upstream u min=2; #<-",
+      'health_ready_upstream "u" min=2 is more than the 1 peers'
+      . ' not marked down in upstream "u"' ],
 );
 
 my @accepted = (
@@ -263,6 +267,9 @@ my @accepted = (
     [ 'health_zone of exactly 8 pages', "health_zone $zone_min;" ],
     [ 'health_ready_upstream min=0 (reports without failing)',
       'upstream u { server 127.0.0.1:1; } health_ready_upstream u min=0;' ],
+    [ 'health_ready_upstream min= as large as the peers, backup ones too',
+      'upstream u { server 127.0.0.1:1; server 127.0.0.1:2 backup; }'
+      . ' health_ready_upstream u min=2;' ],
 );
 
 my $n = 0;
