@@ -988,7 +988,7 @@ ngx_http_health_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* the peers that can be up, as configured; NGX_DECLINED: known at run time */
+/* the peers as configured, backup and down ones too; NGX_DECLINED: unknown */
 
 static ngx_int_t
 ngx_http_health_upstream_peers(ngx_http_upstream_srv_conf_t *uscf)
@@ -1010,9 +1010,7 @@ ngx_http_health_upstream_peers(ngx_http_upstream_srv_conf_t *uscf)
             return NGX_DECLINED;
         }
 
-        if (!server[i].down) {
-            n += server[i].naddrs;
-        }
+        n += server[i].naddrs;
     }
 
     return n;
@@ -1056,16 +1054,19 @@ ngx_http_health_init(ngx_conf_t *cf)
             return NGX_ERROR;
         }
 
-        /* a min that no state of the upstream meets: never ready */
+        /*
+         * more than all peers: never ready.  Peers marked down count, as
+         * they do at run time: marking one down must not fail a reload.
+         */
 
         n = ngx_http_health_upstream_peers(u[i].upstream);
 
         if (n != NGX_DECLINED && u[i].min > (ngx_uint_t) n) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "health_ready_upstream \"%V\" min=%ui is more "
-                          "than the %i peers not marked down in upstream "
-                          "\"%V\" in %s:%ui", &u[i].name, u[i].min, n,
-                          &u[i].name, u[i].file, u[i].line);
+                          "than the %i peers of upstream \"%V\" in %s:%ui",
+                          &u[i].name, u[i].min, n, &u[i].name,
+                          u[i].file, u[i].line);
             return NGX_ERROR;
         }
     }

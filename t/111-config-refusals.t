@@ -221,10 +221,9 @@ my @refused = (
     [ 'health_ready_upstream of an unknown upstream',
       'health_ready_upstream nope;',
       'unknown upstream "nope" in health_ready_upstream' ],
-    [ 'health_ready_upstream min= above the peers that can be up',
-      "upstream u { server 127.0.0.1:1; server 127.0.0.1:2 down; }\nhealth_ready_upstream u min=2; #<-",
-      'health_ready_upstream "u" min=2 is more than the 1 peers'
-      . ' not marked down in upstream "u"' ],
+    [ 'health_ready_upstream min= above all peers of the upstream',
+      "upstream u { server 127.0.0.1:1; server 127.0.0.1:2 down; }\nhealth_ready_upstream u min=3; #<-",
+      'health_ready_upstream "u" min=3 is more than the 2 peers of upstream "u"' ],
 );
 
 my @accepted = (
@@ -267,9 +266,9 @@ my @accepted = (
     [ 'health_zone of exactly 8 pages', "health_zone $zone_min;" ],
     [ 'health_ready_upstream min=0 (reports without failing)',
       'upstream u { server 127.0.0.1:1; } health_ready_upstream u min=0;' ],
-    [ 'health_ready_upstream min= as large as the peers, backup ones too',
-      'upstream u { server 127.0.0.1:1; server 127.0.0.1:2 backup; }'
-      . ' health_ready_upstream u min=2;' ],
+    [ 'health_ready_upstream min= as large as the peers, backup and down ones too',
+      'upstream u { server 127.0.0.1:1; server 127.0.0.1:2 backup; server 127.0.0.1:3 down; }'
+      . ' health_ready_upstream u min=3;' ],
 );
 
 my $n = 0;

@@ -115,7 +115,7 @@ like(`redis-cli -p $rp -n 7 --scan --pattern '*edge-db*' 2>/dev/null`, qr/edge-d
 is(`redis-cli -p $rp -n 0 --scan --pattern '*edge-db*' 2>/dev/null`, '',
    'and not in database 0');
 
-ok(errlog_has($d, qr/handshake with 127\.0\.0\.1:$rp failed: WRONGPASS/),
+ok(errlog_has($d, qr/WRONGPASS/),
    'the wrong password is logged');
 errlog_clean($d, 'edges');
 done_testing();
