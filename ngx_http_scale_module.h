@@ -41,6 +41,9 @@ typedef enum {
 
 typedef struct ngx_http_scale_redis_pool_s  ngx_http_scale_redis_pool_t;
 
+/* a command sent by ngx_http_scale_redis_send_detached() */
+typedef struct ngx_http_scale_redis_token_s  ngx_http_scale_redis_cmd_t;
+
 
 /*
  * Called once per command sent with ngx_http_scale_redis_send() while the
@@ -91,12 +94,20 @@ ngx_int_t ngx_http_scale_redis_send(ngx_http_request_t *r,
 
 /*
  * As ngx_http_scale_redis_send(), for a caller that is not a request:
- * argv must stay valid until the handler is called or the worker exits.
+ * argv must stay valid until the handler is called, the command is
+ * abandoned or the worker exits.  With NGX_AGAIN, *cmd is the command.
+ *
+ * The command's timeout keeps a worker that shuts down alive (the
+ * requests waiting on it are answered), so a caller whose requests have
+ * all gone must abandon it: then the handler is never called, the
+ * timeout goes, and a late reply is dropped.
  */
 ngx_int_t ngx_http_scale_redis_send_detached(
     ngx_http_scale_redis_pool_t *pool, ngx_http_scale_redis_script_t *script,
     int argc, const char **argv, const size_t *argvlen,
-    ngx_http_scale_redis_detached_pt handler, void *data);
+    ngx_http_scale_redis_detached_pt handler, void *data,
+    ngx_http_scale_redis_cmd_t **cmd);
+void ngx_http_scale_redis_abandon(ngx_http_scale_redis_cmd_t *cmd);
 
 /* whether a command sent now would go out (the pool is up or starting) */
 ngx_uint_t ngx_http_scale_redis_usable(ngx_http_scale_redis_pool_t *pool);

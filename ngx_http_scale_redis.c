@@ -156,7 +156,7 @@ ngx_int_t
 ngx_http_scale_redis_send_detached(ngx_http_scale_redis_pool_t *pool,
     ngx_http_scale_redis_script_t *script, int argc, const char **argv,
     const size_t *argvlen, ngx_http_scale_redis_detached_pt handler,
-    void *data)
+    void *data, ngx_http_scale_redis_cmd_t **cmd)
 {
     ngx_int_t                      rc;
     ngx_http_scale_redis_token_t  *t;
@@ -175,9 +175,25 @@ ngx_http_scale_redis_send_detached(ngx_http_scale_redis_pool_t *pool,
     if (rc != NGX_AGAIN) {
         t->detached = NULL;
         ngx_http_scale_redis_token_free(t);
+        return rc;
     }
 
-    return rc;
+    *cmd = t;
+
+    return NGX_AGAIN;
+}
+
+
+/* nobody waits any more: the token stays with hiredis until its reply */
+
+void
+ngx_http_scale_redis_abandon(ngx_http_scale_redis_cmd_t *t)
+{
+    t->detached = NULL;
+
+    if (t->timer.timer_set) {
+        ngx_del_timer(&t->timer);
+    }
 }
 
 
@@ -321,8 +337,16 @@ ngx_http_scale_redis_queue(ngx_http_scale_redis_pool_t *pool,
     t->argvlen = argvlen;
     t->start_us = ngx_http_scale_now_us();
 
+    /*
+     * Not cancelable: a request waits on it, and a worker that shuts down
+     * answers its requests first.  When the last of them goes (the client,
+     * worker_shutdown_timeout), the request's cleanup or
+     * ngx_http_scale_redis_abandon() removes the timer.
+     */
+
     t->timer.handler = ngx_http_scale_redis_command_timeout;
     t->timer.data = t;
+    t->timer.cancelable = 0;
     ngx_add_timer(&t->timer, pool->timeout);
 
     ngx_http_scale_counter_add(pool->commands_slot, 1);
