@@ -183,10 +183,13 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 };
 
 
+/* the pool of a zone that some location applies runs the script */
+
 ngx_int_t
-ngx_http_ratelimit_redis_batch_script(ngx_conf_t *cf)
+ngx_http_ratelimit_redis_batch_script(ngx_conf_t *cf,
+    ngx_http_scale_redis_pool_t *pool)
 {
-    return ngx_http_scale_redis_script_init(cf,
+    return ngx_http_scale_redis_script_init(cf, pool,
                                             &ngx_http_ratelimit_redis_script);
 }
 

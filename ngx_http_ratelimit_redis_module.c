@@ -1006,6 +1006,14 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     limit->zone = zone;
     limit->dry_run = (cf->args->nelts == 3);
 
+    /* a zone applied somewhere: its pool is in use and runs the script */
+
+    ngx_http_scale_redis_pool_use(zone->pool);
+
+    if (ngx_http_ratelimit_redis_batch_script(cf, zone->pool) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     rmcf->enabled = 1;
 
     return NGX_CONF_OK;
@@ -1023,10 +1031,6 @@ ngx_http_ratelimit_redis_init(ngx_conf_t *cf)
                                               ngx_http_ratelimit_redis_module);
     if (!rmcf->enabled) {
         return NGX_OK;
-    }
-
-    if (ngx_http_ratelimit_redis_batch_script(cf) != NGX_OK) {
-        return NGX_ERROR;
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);

@@ -74,9 +74,24 @@ typedef struct {
 ngx_http_scale_redis_pool_t *ngx_http_scale_redis_pool_get(ngx_conf_t *cf,
     ngx_str_t *name);
 ngx_str_t *ngx_http_scale_redis_pool_name(ngx_http_scale_redis_pool_t *pool);
-/* computes the SHA-1; every connection loads the script when it connects */
+
+/*
+ * A location uses the pool (a ratelimit_redis zone it applies, its
+ * session_redis pool): health_ready checks the pools in use, and only
+ * those.  A pool that is only defined, or only named, is not.
+ */
+void ngx_http_scale_redis_pool_use(ngx_http_scale_redis_pool_t *pool);
+ngx_uint_t ngx_http_scale_redis_pool_in_use(ngx_http_scale_redis_pool_t *pool);
+
+/*
+ * Computes the SHA-1 and ties the script to a pool that runs it: that
+ * pool's connections load it (SCRIPT LOAD) when they connect, no other
+ * pool's do.  Adding the same script to a pool again changes nothing.  A
+ * refused SCRIPT LOAD (an ACL user without SCRIPT) does not fail the
+ * connection: the first EVALSHA gets NOSCRIPT and EVAL loads the script.
+ */
 ngx_int_t ngx_http_scale_redis_script_init(ngx_conf_t *cf,
-    ngx_http_scale_redis_script_t *script);
+    ngx_http_scale_redis_pool_t *pool, ngx_http_scale_redis_script_t *script);
 
 /*
  * Runtime.  With a script, argv holds what follows "EVALSHA <sha1>":
@@ -116,7 +131,7 @@ ngx_uint_t ngx_http_scale_redis_usable(ngx_http_scale_redis_pool_t *pool);
 void ngx_http_scale_redis_count_error(ngx_http_scale_redis_pool_t *pool,
     ngx_uint_t kind);
 
-/* this worker's view of the pool, kept by its periodic PING */
+/* this worker's view of the pool, kept by its periodic PING (or ROLE) */
 typedef struct {
     ngx_uint_t                       up;
     ngx_msec_t                       since;      /* state changed, ngx_current_msec */
