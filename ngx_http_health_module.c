@@ -237,6 +237,12 @@ ngx_http_health_checks(ngx_http_request_t *r, ngx_array_t *checks)
 
     for (i = 0; i < n; i++) {
         pool = ngx_http_scale_redis_pool_at(cycle, i);
+
+        /* a pool only defined, or named by a zone nobody applies: no check */
+        if (!ngx_http_scale_redis_pool_in_use(pool)) {
+            continue;
+        }
+
         ngx_http_scale_redis_pool_state(pool, &state);
 
         check = ngx_array_push(checks);

@@ -79,7 +79,8 @@ typedef struct {
 
 
 /* the batcher: ngx_http_ratelimit_redis_batch.c */
-ngx_int_t ngx_http_ratelimit_redis_batch_script(ngx_conf_t *cf);
+ngx_int_t ngx_http_ratelimit_redis_batch_script(ngx_conf_t *cf,
+    ngx_http_scale_redis_pool_t *pool);
 ngx_int_t ngx_http_ratelimit_redis_batch_init(ngx_cycle_t *cycle,
     ngx_array_t *zones);
 void ngx_http_ratelimit_redis_batch_exit(void);

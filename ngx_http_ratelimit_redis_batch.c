@@ -29,6 +29,8 @@ struct ngx_http_ratelimit_redis_batcher_s {
 struct ngx_http_ratelimit_redis_batch_s {
     ngx_queue_t                      inflight;
     ngx_http_ratelimit_redis_batcher_t  *batcher;
+    ngx_http_scale_redis_cmd_t      *cmd;          /* NULL: answered */
+    ngx_uint_t                       waiting;      /* requests not gone */
     ngx_http_ratelimit_redis_ctx_t **ctxs;         /* NULL: request gone */
     ngx_uint_t                       nruns;
     u_char                          *runs;         /* requests per run */
@@ -181,10 +183,13 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 };
 
 
+/* the pool of a zone that some location applies runs the script */
+
 ngx_int_t
-ngx_http_ratelimit_redis_batch_script(ngx_conf_t *cf)
+ngx_http_ratelimit_redis_batch_script(ngx_conf_t *cf,
+    ngx_http_scale_redis_pool_t *pool)
 {
-    return ngx_http_scale_redis_script_init(cf,
+    return ngx_http_scale_redis_script_init(cf, pool,
                                             &ngx_http_ratelimit_redis_script);
 }
 
@@ -319,7 +324,7 @@ ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
                                          batch->argc, batch->argv,
                                          batch->argvlen,
                                          ngx_http_ratelimit_redis_batch_reply,
-                                         batch);
+                                         batch, &batch->cmd);
         }
 
         if (rc == NGX_AGAIN) {
@@ -404,6 +409,8 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
     }
 
     batch->batcher = b;
+    batch->cmd = NULL;
+    batch->waiting = n;
     batch->argc = size;
     batch->ctxs = (ngx_http_ratelimit_redis_ctx_t **) (batch + 1);
     batch->argv = (const char **) (batch->ctxs + n);
@@ -513,6 +520,9 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
     ngx_http_ratelimit_redis_verdict_t   v[NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX];
 
     ngx_queue_remove(&batch->inflight);
+
+    /* the requests that resuming one ends must not free the batch */
+    batch->cmd = NULL;
 
     if (rc == NGX_HTTP_SCALE_REDIS_OK
         && ngx_http_ratelimit_redis_batch_check(batch, reply) != NGX_OK)
@@ -639,20 +649,39 @@ ngx_http_ratelimit_redis_batch_verdict(redisReply **e, ngx_uint_t nzones,
 }
 
 
-/* the request is freed: out of the queue, or out of the batch in flight */
+/*
+ * The request is freed: out of the queue, or out of the batch in flight.
+ * A batch that no request waits for any more is abandoned: its timeout
+ * must not keep a worker that shuts down alive.
+ */
 
 static void
 ngx_http_ratelimit_redis_batch_cleanup(void *data)
 {
     ngx_http_ratelimit_redis_ctx_t  *ctx = data;
 
+    ngx_http_ratelimit_redis_batch_t  *batch;
+
     if (ctx->batcher) {
         ngx_queue_remove(&ctx->queue);
         ctx->batcher = NULL;
     }
 
-    if (ctx->batch) {
-        ctx->batch->ctxs[ctx->index] = NULL;
-        ctx->batch = NULL;
+    batch = ctx->batch;
+
+    if (batch == NULL) {
+        return;
+    }
+
+    batch->ctxs[ctx->index] = NULL;
+    ctx->batch = NULL;
+
+    if (--batch->waiting == 0 && batch->cmd) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ratelimit_redis: batch %p abandoned", batch);
+
+        ngx_http_scale_redis_abandon(batch->cmd);
+        ngx_queue_remove(&batch->inflight);
+        ngx_free(batch);
     }
 }

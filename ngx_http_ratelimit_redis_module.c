@@ -1085,6 +1085,14 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     limit->zone = zone;
     limit->dry_run = dry_run;
 
+    /* a zone applied somewhere: its pool is in use and runs the script */
+
+    ngx_http_scale_redis_pool_use(zone->pool);
+
+    if (ngx_http_ratelimit_redis_batch_script(cf, zone->pool) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     rmcf->enabled = 1;
 
     return NGX_CONF_OK;
@@ -1109,10 +1117,6 @@ ngx_http_ratelimit_redis_init(ngx_conf_t *cf)
                                               ngx_http_ratelimit_redis_module);
     if (!rmcf->enabled) {
         return NGX_OK;
-    }
-
-    if (ngx_http_ratelimit_redis_batch_script(cf) != NGX_OK) {
-        return NGX_ERROR;
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);

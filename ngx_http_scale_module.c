@@ -91,13 +91,6 @@ ngx_http_scale_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    if (ngx_array_init(&smcf->redis.scripts, cf->pool, 2,
-                       sizeof(ngx_http_scale_redis_script_t *))
-        != NGX_OK)
-    {
-        return NULL;
-    }
-
     if (ngx_http_scale_metrics_init_conf(cf, &smcf->metrics) != NGX_OK) {
         return NULL;
     }

@@ -41,6 +41,9 @@ typedef enum {
 
 typedef struct ngx_http_scale_redis_pool_s  ngx_http_scale_redis_pool_t;
 
+/* a command sent by ngx_http_scale_redis_send_detached() */
+typedef struct ngx_http_scale_redis_token_s  ngx_http_scale_redis_cmd_t;
+
 
 /*
  * Called once per command sent with ngx_http_scale_redis_send() while the
@@ -71,9 +74,24 @@ typedef struct {
 ngx_http_scale_redis_pool_t *ngx_http_scale_redis_pool_get(ngx_conf_t *cf,
     ngx_str_t *name);
 ngx_str_t *ngx_http_scale_redis_pool_name(ngx_http_scale_redis_pool_t *pool);
-/* computes the SHA-1; every connection loads the script when it connects */
+
+/*
+ * A location uses the pool (a ratelimit_redis zone it applies, its
+ * session_redis pool): health_ready checks the pools in use, and only
+ * those.  A pool that is only defined, or only named, is not.
+ */
+void ngx_http_scale_redis_pool_use(ngx_http_scale_redis_pool_t *pool);
+ngx_uint_t ngx_http_scale_redis_pool_in_use(ngx_http_scale_redis_pool_t *pool);
+
+/*
+ * Computes the SHA-1 and ties the script to a pool that runs it: that
+ * pool's connections load it (SCRIPT LOAD) when they connect, no other
+ * pool's do.  Adding the same script to a pool again changes nothing.  A
+ * refused SCRIPT LOAD (an ACL user without SCRIPT) does not fail the
+ * connection: the first EVALSHA gets NOSCRIPT and EVAL loads the script.
+ */
 ngx_int_t ngx_http_scale_redis_script_init(ngx_conf_t *cf,
-    ngx_http_scale_redis_script_t *script);
+    ngx_http_scale_redis_pool_t *pool, ngx_http_scale_redis_script_t *script);
 
 /*
  * Runtime.  With a script, argv holds what follows "EVALSHA <sha1>":
@@ -91,12 +109,20 @@ ngx_int_t ngx_http_scale_redis_send(ngx_http_request_t *r,
 
 /*
  * As ngx_http_scale_redis_send(), for a caller that is not a request:
- * argv must stay valid until the handler is called or the worker exits.
+ * argv must stay valid until the handler is called, the command is
+ * abandoned or the worker exits.  With NGX_AGAIN, *cmd is the command.
+ *
+ * The command's timeout keeps a worker that shuts down alive (the
+ * requests waiting on it are answered), so a caller whose requests have
+ * all gone must abandon it: then the handler is never called, the
+ * timeout goes, and a late reply is dropped.
  */
 ngx_int_t ngx_http_scale_redis_send_detached(
     ngx_http_scale_redis_pool_t *pool, ngx_http_scale_redis_script_t *script,
     int argc, const char **argv, const size_t *argvlen,
-    ngx_http_scale_redis_detached_pt handler, void *data);
+    ngx_http_scale_redis_detached_pt handler, void *data,
+    ngx_http_scale_redis_cmd_t **cmd);
+void ngx_http_scale_redis_abandon(ngx_http_scale_redis_cmd_t *cmd);
 
 /* whether a command sent now would go out (the pool is up or starting) */
 ngx_uint_t ngx_http_scale_redis_usable(ngx_http_scale_redis_pool_t *pool);
@@ -105,7 +131,7 @@ ngx_uint_t ngx_http_scale_redis_usable(ngx_http_scale_redis_pool_t *pool);
 void ngx_http_scale_redis_count_error(ngx_http_scale_redis_pool_t *pool,
     ngx_uint_t kind);
 
-/* this worker's view of the pool, kept by its periodic PING */
+/* this worker's view of the pool, kept by its periodic PING (or ROLE) */
 typedef struct {
     ngx_uint_t                       up;
     ngx_msec_t                       since;      /* state changed, ngx_current_msec */

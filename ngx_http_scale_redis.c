@@ -58,12 +58,18 @@ static void ngx_http_scale_redis_connected(const redisAsyncContext *ac,
     int status);
 static void ngx_http_scale_redis_disconnected(const redisAsyncContext *ac,
     int status);
+static void ngx_http_scale_redis_handshake_send(redisAsyncContext *ac,
+    ngx_uint_t step, int argc, const char **argv, const size_t *lens);
 static void ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_scale_redis_ping_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_scale_redis_ping_handler(ngx_event_t *ev);
 static void ngx_http_scale_redis_pool_update(ngx_http_scale_redis_pool_t *pool,
+    const char *reason);
+static const char *ngx_http_scale_redis_not_master(redisReply *reply);
+static const char *ngx_http_scale_redis_role(redisReply *reply);
+static void ngx_http_scale_redis_failover(ngx_http_scale_redis_pool_t *pool,
     const char *reason);
 
 static ngx_int_t ngx_http_scale_redis_attach(ngx_http_scale_redis_conn_t *rc);
@@ -104,6 +110,14 @@ static ngx_uint_t                     ngx_http_scale_redis_exiting;
 static const char  *ngx_http_scale_redis_kind_names[] = {
     "ok", "connect", "timeout", "reply", "protocol"
 };
+
+/* what a handshake reply answers (its privdata points here) */
+#define NGX_HTTP_SCALE_REDIS_STEP_SETUP      0     /* AUTH, SELECT */
+#define NGX_HTTP_SCALE_REDIS_STEP_ROLE       1
+#define NGX_HTTP_SCALE_REDIS_STEP_SCRIPT     2     /* SCRIPT LOAD */
+#define NGX_HTTP_SCALE_REDIS_STEP_PING       3     /* the last one */
+
+static u_char  ngx_http_scale_redis_steps[4];
 
 
 /* runtime: sending a command */
@@ -156,7 +170,7 @@ ngx_int_t
 ngx_http_scale_redis_send_detached(ngx_http_scale_redis_pool_t *pool,
     ngx_http_scale_redis_script_t *script, int argc, const char **argv,
     const size_t *argvlen, ngx_http_scale_redis_detached_pt handler,
-    void *data)
+    void *data, ngx_http_scale_redis_cmd_t **cmd)
 {
     ngx_int_t                      rc;
     ngx_http_scale_redis_token_t  *t;
@@ -175,9 +189,25 @@ ngx_http_scale_redis_send_detached(ngx_http_scale_redis_pool_t *pool,
     if (rc != NGX_AGAIN) {
         t->detached = NULL;
         ngx_http_scale_redis_token_free(t);
+        return rc;
     }
 
-    return rc;
+    *cmd = t;
+
+    return NGX_AGAIN;
+}
+
+
+/* nobody waits any more: the token stays with hiredis until its reply */
+
+void
+ngx_http_scale_redis_abandon(ngx_http_scale_redis_cmd_t *t)
+{
+    t->detached = NULL;
+
+    if (t->timer.timer_set) {
+        ngx_del_timer(&t->timer);
+    }
 }
 
 
@@ -321,8 +351,16 @@ ngx_http_scale_redis_queue(ngx_http_scale_redis_pool_t *pool,
     t->argvlen = argvlen;
     t->start_us = ngx_http_scale_now_us();
 
+    /*
+     * Not cancelable: a request waits on it, and a worker that shuts down
+     * answers its requests first.  When the last of them goes (the client,
+     * worker_shutdown_timeout), the request's cleanup or
+     * ngx_http_scale_redis_abandon() removes the timer.
+     */
+
     t->timer.handler = ngx_http_scale_redis_command_timeout;
     t->timer.data = t;
+    t->timer.cancelable = 0;
     ngx_add_timer(&t->timer, pool->timeout);
 
     ngx_http_scale_counter_add(pool->commands_slot, 1);
@@ -340,7 +378,9 @@ ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     int                            n, i;
     size_t                        *lens;
     ngx_int_t                      skipped;
+    const char                    *reason;
     const char                   **args;
+    ngx_http_scale_redis_conn_t   *rc;
     ngx_http_scale_redis_pool_t   *pool;
 
     pool = t->pool;
@@ -411,7 +451,22 @@ ngx_http_scale_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
                               "%i similar errors not logged", &pool->name,
                               (size_t) reply->len, reply->str, skipped);
             }
+        }
 
+        /*
+         * A replica (or a server still loading): find the master again
+         * before the caller is resumed, so that what it sends next fails
+         * at once instead of going to the same server.
+         */
+
+        reason = ngx_http_scale_redis_not_master(reply);
+        rc = ac->data;
+
+        if (reason && rc->ac == ac) {
+            ngx_http_scale_redis_failover(pool, reason);
+        }
+
+        if (ngx_http_scale_redis_wanted(t)) {
             ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_REPLY, reply);
         }
 
@@ -715,7 +770,6 @@ ngx_http_scale_redis_connect(ngx_http_scale_redis_conn_t *rc)
     ngx_uint_t                      i;
     const char                     *argv[3];
     redisAsyncContext              *ac;
-    ngx_http_scale_redis_conf_t    *rcf;
     ngx_http_scale_redis_pool_t    *pool;
     ngx_http_scale_redis_script_t **scripts;
 
@@ -753,7 +807,13 @@ ngx_http_scale_redis_connect(ngx_http_scale_redis_conn_t *rc)
     redisAsyncSetDisconnectCallback(ac, ngx_http_scale_redis_disconnected);
     redisAsyncSetConnectCallback(ac, ngx_http_scale_redis_connected);
 
-    /* queued now, sent once connected; the last reply completes the handshake */
+    /*
+     * Queued now, sent once connected; the last reply (PING) completes
+     * the handshake.  ROLE comes after AUTH and SELECT: a replica is not
+     * the master that the pool is for.
+     */
+
+    rc->role = 0;
 
     if (pool->password.len) {
         argc = 0;
@@ -768,8 +828,8 @@ ngx_http_scale_redis_connect(ngx_http_scale_redis_conn_t *rc)
         argv[argc] = (const char *) pool->password.data;
         lens[argc++] = pool->password.len;
 
-        redisAsyncCommandArgv(ac, ngx_http_scale_redis_handshake_reply, NULL,
-                              argc, argv, lens);
+        ngx_http_scale_redis_handshake_send(ac, NGX_HTTP_SCALE_REDIS_STEP_SETUP,
+                                            argc, argv, lens);
     }
 
     if (pool->database) {
@@ -778,31 +838,49 @@ ngx_http_scale_redis_connect(ngx_http_scale_redis_conn_t *rc)
         argv[1] = (const char *) db;
         lens[1] = ngx_sprintf(db, "%i", pool->database) - db;
 
-        redisAsyncCommandArgv(ac, ngx_http_scale_redis_handshake_reply, NULL,
-                              2, argv, lens);
+        ngx_http_scale_redis_handshake_send(ac, NGX_HTTP_SCALE_REDIS_STEP_SETUP,
+                                            2, argv, lens);
     }
 
-    rcf = ngx_http_scale_redis_cycle_conf((ngx_cycle_t *) ngx_cycle);
-    scripts = rcf->scripts.elts;
+    argv[0] = "ROLE";
+    lens[0] = 4;
+    ngx_http_scale_redis_handshake_send(ac, NGX_HTTP_SCALE_REDIS_STEP_ROLE,
+                                        1, argv, lens);
 
-    for (i = 0; i < rcf->scripts.nelts; i++) {
-        argv[0] = "SCRIPT";
-        lens[0] = 6;
-        argv[1] = "LOAD";
-        lens[1] = 4;
-        argv[2] = (const char *) scripts[i]->body.data;
-        lens[2] = scripts[i]->body.len;
+    /* the scripts this pool runs, no others */
 
-        redisAsyncCommandArgv(ac, ngx_http_scale_redis_handshake_reply, NULL,
-                              3, argv, lens);
+    if (pool->scripts) {
+        scripts = pool->scripts->elts;
+
+        for (i = 0; i < pool->scripts->nelts; i++) {
+            argv[0] = "SCRIPT";
+            lens[0] = 6;
+            argv[1] = "LOAD";
+            lens[1] = 4;
+            argv[2] = (const char *) scripts[i]->body.data;
+            lens[2] = scripts[i]->body.len;
+
+            ngx_http_scale_redis_handshake_send(ac,
+                                            NGX_HTTP_SCALE_REDIS_STEP_SCRIPT,
+                                            3, argv, lens);
+        }
     }
 
     argv[0] = "PING";
     lens[0] = 4;
-    redisAsyncCommandArgv(ac, ngx_http_scale_redis_handshake_reply, rc,
-                          1, argv, lens);
+    ngx_http_scale_redis_handshake_send(ac, NGX_HTTP_SCALE_REDIS_STEP_PING,
+                                        1, argv, lens);
 
     ngx_add_timer(&rc->timer, pool->connect_timeout);
+}
+
+
+static void
+ngx_http_scale_redis_handshake_send(redisAsyncContext *ac, ngx_uint_t step,
+    int argc, const char **argv, const size_t *lens)
+{
+    redisAsyncCommandArgv(ac, ngx_http_scale_redis_handshake_reply,
+                          &ngx_http_scale_redis_steps[step], argc, argv, lens);
 }
 
 
@@ -856,7 +934,10 @@ ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac, void *r,
 {
     redisReply                   *reply = r;
     ngx_int_t                     skipped;
+    ngx_uint_t                    step;
+    const char                   *role, *reason;
     ngx_http_scale_redis_conn_t  *rc;
+    ngx_http_scale_redis_pool_t  *pool;
 
     rc = ac->data;
 
@@ -864,26 +945,94 @@ ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        skipped = ngx_http_scale_log_burst(&rc->pool->log_burst);
+    pool = rc->pool;
+    step = (u_char *) privdata - ngx_http_scale_redis_steps;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, pool->log, 0,
+                   "redis pool \"%V\" handshake step %ui answered",
+                   &pool->name, step);
+
+    if (step == NGX_HTTP_SCALE_REDIS_STEP_ROLE) {
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            /* an ACL user may not be allowed ROLE: -READONLY will tell */
+            ngx_log_error(NGX_LOG_INFO, pool->log, 0,
+                          "redis pool \"%V\" cannot check the role of %V: "
+                          "%*s", &pool->name, &pool->server,
+                          (size_t) reply->len, reply->str);
+            return;
+        }
+
+        role = ngx_http_scale_redis_role(reply);
+
+        if (role == NULL) {
+            rc->role = 1;
+            rc->failover = 0;
+            return;
+        }
+
+        skipped = ngx_http_scale_log_burst(&pool->log_burst);
 
         if (skipped != NGX_DECLINED) {
-            ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
+            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                          "redis pool \"%V\" handshake with %V failed: "
+                          "ROLE is \"%s\", not master, "
+                          "%i similar errors not logged",
+                          &pool->name, &pool->server, role, skipped);
+        }
+
+        ngx_http_scale_counter_add(
+                          pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
+
+        rc->failover = 1;
+        ngx_http_scale_redis_drop(rc, ngx_strcmp(role, "slave") == 0
+                                      ? "ROLE: server is a replica"
+                                      : "ROLE: server is not the master");
+        return;
+    }
+
+    if (step == NGX_HTTP_SCALE_REDIS_STEP_SCRIPT) {
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            /* EVALSHA will get NOSCRIPT, and EVAL loads it */
+            ngx_log_error(NGX_LOG_NOTICE, pool->log, 0,
+                          "redis pool \"%V\" could not load a script: %*s, "
+                          "EVALSHA falls back to EVAL", &pool->name,
+                          (size_t) reply->len, reply->str);
+        }
+
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        skipped = ngx_http_scale_log_burst(&pool->log_burst);
+
+        if (skipped != NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
                           "redis pool \"%V\" handshake with %V failed: %*s, "
                           "%i similar errors not logged",
-                          &rc->pool->name, &rc->pool->server,
+                          &pool->name, &pool->server,
                           (size_t) reply->len, reply->str, skipped);
         }
 
         ngx_http_scale_counter_add(
-                      rc->pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
+                          pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
+
+        reason = ngx_http_scale_redis_not_master(reply);
+
+        if (reason) {
+            rc->failover = 1;
+
+        } else {
+            reason = "handshake failed";
+        }
 
         /* hiredis frees it once this callback returns */
-        ngx_http_scale_redis_drop(rc, "handshake failed");
+        ngx_http_scale_redis_drop(rc, reason);
         return;
     }
 
-    if (privdata == NULL) {
+    if (step != NGX_HTTP_SCALE_REDIS_STEP_PING) {
         return;
     }
 
@@ -895,16 +1044,140 @@ ngx_http_scale_redis_handshake_reply(redisAsyncContext *ac, void *r,
 
     rc->ready = 1;
     rc->starting = 0;
-    rc->backoff = 0;
     rc->ping_pending = 0;
+    rc->ready_at = ngx_current_msec;
 
-    if (!rc->pool->up) {
-        ngx_log_error(NGX_LOG_NOTICE, rc->pool->log, 0,
-                      "redis pool \"%V\" connected to %V",
-                      &rc->pool->name, &rc->pool->server);
+    if (rc->failover) {
+        /*
+         * Reconnected after a failover to a server whose role cannot be
+         * asked: usable, but up (and the backoff reset) only after a PING
+         * interval without -READONLY.
+         */
+        ngx_log_error(NGX_LOG_INFO, pool->log, 0,
+                      "redis pool \"%V\" reconnected to %V, role unknown",
+                      &pool->name, &pool->server);
+        return;
     }
 
-    ngx_http_scale_redis_pool_update(rc->pool, NULL);
+    rc->backoff = 0;
+
+    if (!pool->up) {
+        ngx_log_error(NGX_LOG_NOTICE, pool->log, 0,
+                      "redis pool \"%V\" connected to %V",
+                      &pool->name, &pool->server);
+    }
+
+    ngx_http_scale_redis_pool_update(pool, NULL);
+}
+
+
+/*
+ * A reply that says the server is not a master to write to: the reason
+ * to show, or NULL.  Older Redis versions wrap an error raised inside a
+ * script: "ERR Error running script ...: -READONLY ...".
+ */
+
+static const char *
+ngx_http_scale_redis_not_master(redisReply *reply)
+{
+    ngx_uint_t  i;
+
+    static struct {
+        const char  *code;
+        size_t       len;
+        const char  *wrapped;
+        const char  *reason;
+    } codes[] = {
+        { "READONLY ", 9, " -READONLY ", "READONLY: server is a replica" },
+        { "MASTERDOWN ", 11, " -MASTERDOWN ",
+          "MASTERDOWN: replica without its master" },
+        { "LOADING ", 8, " -LOADING ", "LOADING: server is loading data" }
+    };
+
+    if (reply->type != REDIS_REPLY_ERROR || reply->str == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        if ((reply->len >= codes[i].len
+             && ngx_strncmp(reply->str, codes[i].code, codes[i].len) == 0)
+            || (reply->len > 4 && ngx_strncmp(reply->str, "ERR ", 4) == 0
+                && ngx_strnstr((u_char *) reply->str,
+                               (char *) codes[i].wrapped, reply->len)))
+        {
+            return codes[i].reason;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* NULL for a master; else the role ROLE answered ("slave", "sentinel") */
+
+static const char *
+ngx_http_scale_redis_role(redisReply *reply)
+{
+    redisReply  *e;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
+        return "unknown";
+    }
+
+    e = reply->element[0];
+
+    if (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS) {
+        return "unknown";
+    }
+
+    if (e->len == 6 && ngx_strncmp(e->str, "master", 6) == 0) {
+        return NULL;
+    }
+
+    if (e->len == 5 && ngx_strncmp(e->str, "slave", 5) == 0) {
+        return "slave";
+    }
+
+    if (e->len == 8 && ngx_strncmp(e->str, "sentinel", 8) == 0) {
+        return "sentinel";
+    }
+
+    return "unknown";
+}
+
+
+/*
+ * The server is not the master (any more).  Every connection of the pool
+ * goes to it: all are made unusable first, so that the callers their
+ * failed commands resume send nothing to it, then dropped.  They connect
+ * again with backoff and count as up once the server answers as master.
+ */
+
+static void
+ngx_http_scale_redis_failover(ngx_http_scale_redis_pool_t *pool,
+    const char *reason)
+{
+    ngx_uint_t                    k;
+    ngx_http_scale_redis_conn_t  *rc;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, pool->log, 0,
+                   "redis pool \"%V\" failover: %s", &pool->name, reason);
+
+    for (k = 0; k < pool->nconnections; k++) {
+        rc = &pool->conns[k];
+
+        rc->failover = 1;
+        rc->ready = 0;
+        rc->starting = 0;
+    }
+
+    for (k = 0; k < pool->nconnections; k++) {
+        rc = &pool->conns[k];
+
+        if (rc->ac) {
+            ngx_http_scale_redis_drop(rc, reason);
+        }
+    }
 }
 
 
@@ -1028,8 +1301,10 @@ ngx_http_scale_redis_ping_handler(ngx_event_t *ev)
             continue;
         }
 
+        /* ROLE where allowed: a master demoted while idle is noticed */
+
         if (redisAsyncCommand(rc->ac, ngx_http_scale_redis_ping_reply, rc,
-                              "PING")
+                              rc->role ? "ROLE" : "PING")
             == REDIS_OK)
         {
             rc->ping_pending = 1;
@@ -1050,38 +1325,85 @@ ngx_http_scale_redis_ping_reply(redisAsyncContext *ac, void *r,
 {
     redisReply                   *reply = r;
     ngx_int_t                     skipped;
+    const char                   *role, *reason;
     ngx_http_scale_redis_conn_t  *rc = privdata;
+    ngx_http_scale_redis_pool_t  *pool;
 
     if (reply == NULL || rc->ac != ac) {
         return;
     }
 
+    pool = rc->pool;
+
     rc->ping_pending = 0;
-    rc->pool->latency = (ngx_msec_t)
+    pool->latency = (ngx_msec_t)
                      ((ngx_http_scale_now_us() - rc->ping_sent_us + 999) / 1000);
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        /* LOADING, MASTERDOWN and the like: not usable yet */
-        skipped = ngx_http_scale_log_burst(&rc->pool->log_burst);
+        skipped = ngx_http_scale_log_burst(&pool->log_burst);
 
         if (skipped != NGX_DECLINED) {
-            ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
-                          "redis pool \"%V\" PING failed: %*s, "
-                          "%i similar errors not logged", &rc->pool->name,
+            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                          "redis pool \"%V\" %s failed: %*s, "
+                          "%i similar errors not logged", &pool->name,
+                          rc->role ? "ROLE" : "PING",
                           (size_t) reply->len, reply->str, skipped);
         }
 
-        ngx_http_scale_redis_drop(rc, "PING failed");
+        /* LOADING, MASTERDOWN and the like: not usable */
+        reason = ngx_http_scale_redis_not_master(reply);
+
+        if (reason) {
+            ngx_http_scale_redis_failover(pool, reason);
+
+        } else {
+            ngx_http_scale_redis_drop(rc, "PING failed");
+        }
+
         return;
     }
 
-    ngx_http_scale_redis_pool_update(rc->pool, NULL);
+    if (rc->role) {
+        role = ngx_http_scale_redis_role(reply);
+
+        if (role) {
+            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                          "redis pool \"%V\" %V is no longer the master: "
+                          "ROLE is \"%s\", reconnecting",
+                          &pool->name, &pool->server, role);
+
+            ngx_http_scale_redis_failover(pool,
+                                          ngx_strcmp(role, "slave") == 0
+                                          ? "ROLE: server is a replica"
+                                          : "ROLE: server is not the master");
+            return;
+        }
+    }
+
+    if (rc->failover
+        && ngx_current_msec - rc->ready_at
+           >= NGX_HTTP_SCALE_REDIS_PING_INTERVAL)
+    {
+        /* no -READONLY for a PING interval: taken for the master again */
+
+        rc->failover = 0;
+        rc->backoff = 0;
+
+        if (!pool->up) {
+            ngx_log_error(NGX_LOG_NOTICE, pool->log, 0,
+                          "redis pool \"%V\" connected to %V",
+                          &pool->name, &pool->server);
+        }
+    }
+
+    ngx_http_scale_redis_pool_update(pool, NULL);
 }
 
 
 /*
- * The pool is up while one of its connections is ready and answers PING
- * within the command timeout.
+ * The pool is up while one of its connections is ready, is not waiting
+ * to be seen as the master again, and answers PING within the command
+ * timeout.  Without a new reason a pool that stays down keeps its old one.
  */
 
 static void
@@ -1097,6 +1419,7 @@ ngx_http_scale_redis_pool_update(ngx_http_scale_redis_pool_t *pool,
         rc = &pool->conns[k];
 
         if (rc->ready
+            && !rc->failover
             && (!rc->ping_pending
                 || ngx_current_msec - rc->ping_sent <= pool->timeout))
         {
@@ -1106,7 +1429,7 @@ ngx_http_scale_redis_pool_update(ngx_http_scale_redis_pool_t *pool,
     }
 
     if (!up && reason == NULL) {
-        reason = "not answering";
+        reason = pool->down_reason ? pool->down_reason : "not answering";
     }
 
     if (up != pool->up) {
@@ -1355,11 +1678,11 @@ ngx_http_scale_redis_write_handler(ngx_event_t *wev)
 
 ngx_int_t
 ngx_http_scale_redis_script_init(ngx_conf_t *cf,
-    ngx_http_scale_redis_script_t *script)
+    ngx_http_scale_redis_pool_t *pool, ngx_http_scale_redis_script_t *script)
 {
     u_char                           digest[20];
+    ngx_uint_t                       i;
     ngx_sha1_t                       sha1;
-    ngx_http_scale_redis_conf_t     *rcf;
     ngx_http_scale_redis_script_t  **sp;
 
     ngx_sha1_init(&sha1);
@@ -1368,16 +1691,48 @@ ngx_http_scale_redis_script_init(ngx_conf_t *cf,
 
     ngx_hex_dump(script->sha1, digest, 20);
 
-    rcf = ngx_http_scale_redis_conf(cf);
+    if (pool->scripts == NULL) {
+        pool->scripts = ngx_array_create(cf->pool, 2,
+                                      sizeof(ngx_http_scale_redis_script_t *));
+        if (pool->scripts == NULL) {
+            return NGX_ERROR;
+        }
+    }
 
-    sp = ngx_array_push(&rcf->scripts);
+    sp = pool->scripts->elts;
+
+    for (i = 0; i < pool->scripts->nelts; i++) {
+        if (sp[i] == script) {
+            return NGX_OK;
+        }
+    }
+
+    sp = ngx_array_push(pool->scripts);
     if (sp == NULL) {
         return NGX_ERROR;
     }
 
     *sp = script;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, cf->log, 0,
+                   "redis pool \"%V\" loads script %*s",
+                   &pool->name, (size_t) 40, script->sha1);
+
     return NGX_OK;
+}
+
+
+void
+ngx_http_scale_redis_pool_use(ngx_http_scale_redis_pool_t *pool)
+{
+    pool->used = 1;
+}
+
+
+ngx_uint_t
+ngx_http_scale_redis_pool_in_use(ngx_http_scale_redis_pool_t *pool)
+{
+    return pool->used;
 }
 
 

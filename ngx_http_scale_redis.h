@@ -21,10 +21,18 @@ struct ngx_http_scale_redis_conn_s {
     redisAsyncContext               *ac;
     ngx_connection_t                *connection;   /* wraps ac's fd */
 
-    unsigned                         ready:1;      /* AUTH/SELECT/PING done */
+    unsigned                         ready:1;      /* handshake done */
     unsigned                         starting:1;   /* first connect of the worker */
+    unsigned                         role:1;       /* ROLE allowed: checked */
+    /*
+     * Dropped because the server was not the master: not counted up, and
+     * the backoff goes on growing, until it answers as the master (ROLE,
+     * or without ROLE a PING interval with no -READONLY).
+     */
+    unsigned                         failover:1;
     ngx_event_t                      timer;        /* connect timeout, backoff */
     ngx_msec_t                       backoff;
+    ngx_msec_t                       ready_at;     /* ngx_current_msec */
 
     ngx_uint_t                       ping_pending;
     ngx_msec_t                       ping_sent;    /* ngx_current_msec */
@@ -49,6 +57,8 @@ struct ngx_http_scale_redis_pool_s {
     u_char                          *file;         /* first reference, for */
     ngx_uint_t                       line;         /* "unknown pool" errors */
     unsigned                         defined:1;
+    unsigned                         used:1;       /* by some location */
+    ngx_array_t                     *scripts;      /* of script_t *, loaded */
 
     ngx_uint_t                       up_slot;
     ngx_uint_t                       commands_slot;
@@ -70,7 +80,6 @@ struct ngx_http_scale_redis_pool_s {
 
 typedef struct {
     ngx_array_t                      pools;        /* of pool_t * */
-    ngx_array_t                      scripts;      /* of script_t * */
 } ngx_http_scale_redis_conf_t;
 
 

@@ -975,6 +975,17 @@ ngx_http_session_redis_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     ngx_conf_merge_msec_value(conf->touch, prev->touch, 0);
 
+    /* the touch script runs on the pools that touch, and only there */
+
+    if (conf->pool != NULL
+        && conf->touch
+        && ngx_http_scale_redis_script_init(cf, conf->pool,
+                                        &ngx_http_session_redis_touch_script)
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->pool != NULL
         && conf->format == NGX_HTTP_SESSION_REDIS_EXPRESS
         && conf->secrets == NULL)
@@ -1020,6 +1031,8 @@ ngx_http_session_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (slcf->pool == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    ngx_http_scale_redis_pool_use(slcf->pool);
 
     smcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_session_redis_module);
@@ -1328,14 +1341,6 @@ ngx_http_session_redis_init(ngx_conf_t *cf)
                                               ngx_http_session_redis_module);
     if (!smcf->enabled) {
         return NGX_OK;
-    }
-
-    if (smcf->touch
-        && ngx_http_scale_redis_script_init(cf,
-                                        &ngx_http_session_redis_touch_script)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);

@@ -3,7 +3,8 @@
 # health_ready: redis pools (the core's per-worker PING), upstream peers
 # (nginx's passive checks), the drain file, ?verbose.  Tests that need a
 # Redis to go away start their own on another port and never touch the
-# shared one.
+# shared one.  Ready checks the pools in use: each pool here is used by a
+# session_redis location (t/185 has the pools that are not).
 
 use Test::Nginx::Socket 'no_plan';
 use IO::Socket::INET;
@@ -60,6 +61,7 @@ __DATA__
     redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location = /ready { health_ready; }
+    location = /uses-main { session_redis main; empty_gif; }
 --- init
 Time::HiRes::sleep(1.2);
 --- request
@@ -82,6 +84,8 @@ Cache-Control: no-store
     redis_pool gone { server 127.0.0.1:1; connect_timeout 100ms; }
 --- config
     location = /ready { health_ready; }
+    location = /uses-main { session_redis main; empty_gif; }
+    location = /uses-gone { session_redis gone; empty_gif; }
 --- init
 Time::HiRes::sleep(1.2);
 --- request
@@ -103,6 +107,8 @@ Content-Type: application/health+json
     redis_pool gone { server 127.0.0.1:1; connect_timeout 100ms; }
 --- config
     location = /ready { health_ready; }
+    location = /uses-main { session_redis main; empty_gif; }
+    location = /uses-gone { session_redis gone; empty_gif; }
 --- init
 Time::HiRes::sleep(1.2);
 --- request
@@ -128,6 +134,7 @@ $
     redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location = /ready { health_ready; }
+    location = /uses-main { session_redis main; empty_gif; }
 --- init
 Time::HiRes::sleep(1.2);
 --- request
@@ -261,6 +268,7 @@ readyz check passed
     redis_pool own { server 127.0.0.1:$RedisPort; timeout 100ms; connect_timeout 100ms; }
 --- config
     location = /ready { health_ready; }
+    location = /uses-own { session_redis own; empty_gif; }
 --- init
 main::start_redis(); Time::HiRes::sleep(1.5);
 --- request
