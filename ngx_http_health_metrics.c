@@ -53,7 +53,10 @@ static ngx_str_t  ngx_http_health_prometheus_type =
 static ngx_str_t  ngx_http_health_openmetrics_type =
     ngx_string("application/openmetrics-text; version=1.0.0; charset=utf-8");
 
-static char  *ngx_http_health_types[] = { "counter", "gauge", "histogram" };
+/* by ngx_http_scale_metric_type_e */
+static char  *ngx_http_health_types[] = {
+    "counter", "gauge", "histogram", "gauge", "gauge"
+};
 
 
 /* LOG phase */

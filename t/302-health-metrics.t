@@ -171,6 +171,9 @@ nginx_redis_errors_total\{pool="main",kind="protocol"\} \d+
 # HELP nginx_redis_up .*
 # TYPE nginx_redis_up gauge
 nginx_redis_up\{pool="main"\} [01]
+# HELP nginx_redis_up_workers .*
+# TYPE nginx_redis_up_workers gauge
+nginx_redis_up_workers\{pool="main"\} [01]
 # HELP nginx_scale_info .*
 # TYPE nginx_scale_info gauge
 nginx_scale_info\{version="\d+\.\d+\.\d+"\} 1
