@@ -183,6 +183,9 @@ nginx_upstream_peer_requests_total\{upstream="app",peer="127.0.0.1:$main::Ports[
 # HELP nginx_upstream_peer_up .*
 # TYPE nginx_upstream_peer_up gauge
 nginx_upstream_peer_up\{upstream="app",peer="127.0.0.1:$main::Ports[0]"\} 1
+# HELP nginx_upstream_requests_total .*
+# TYPE nginx_upstream_requests_total counter
+nginx_upstream_requests_total\{upstream="app"\} 0
 # HELP nginx_scale_metrics_overflow_total .*
 # TYPE nginx_scale_metrics_overflow_total counter
 nginx_scale_metrics_overflow_total 0
