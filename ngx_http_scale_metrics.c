@@ -52,7 +52,6 @@ typedef struct {
 
 /* this process' view: the configuration it counts for */
 typedef struct {
-    ngx_cycle_t                     *cycle;
     ngx_http_scale_metrics_slot_t   *map;
     ngx_uint_t                       nmap;
     ngx_uint_t                       nworkers;
@@ -80,8 +79,11 @@ const ngx_msec_t  ngx_http_scale_histogram_bounds_us[] = {
 };
 
 
-static ngx_http_scale_metrics_view_t  ngx_http_scale_view;
+/* until init_process, updates go nowhere */
 static ngx_atomic_t                   ngx_http_scale_no_slot;
+static ngx_http_scale_metrics_view_t  ngx_http_scale_view = {
+    NULL, 0, 0, 0, { &ngx_http_scale_no_slot, NGX_HTTP_SCALE_COUNTER }
+};
 
 
 ngx_int_t
@@ -492,7 +494,6 @@ ngx_http_scale_metrics_init_process(ngx_cycle_t *cycle)
     view = &ngx_http_scale_view;
     mcf = ngx_http_scale_metrics_cycle_conf(cycle);
 
-    view->cycle = cycle;
     view->none.type = NGX_HTTP_SCALE_COUNTER;
 
     if (mcf == NULL || mcf->map == NULL) {
@@ -519,15 +520,6 @@ ngx_http_scale_metrics_init_process(ngx_cycle_t *cycle)
 static ngx_inline ngx_http_scale_metrics_slot_t *
 ngx_http_scale_slot(ngx_uint_t slot)
 {
-    /*
-     * A single process nginx (master_process off) that reloads runs no
-     * init_process for the new cycle: follow it here.
-     */
-
-    if (ngx_http_scale_view.cycle != (ngx_cycle_t *) ngx_cycle) {
-        ngx_http_scale_metrics_init_process((ngx_cycle_t *) ngx_cycle);
-    }
-
     if (slot >= ngx_http_scale_view.nmap) {
         return &ngx_http_scale_view.none;
     }
