@@ -53,10 +53,10 @@ static ngx_str_t  ngx_http_health_prometheus_type =
 static ngx_str_t  ngx_http_health_openmetrics_type =
     ngx_string("application/openmetrics-text; version=1.0.0; charset=utf-8");
 
-/* by ngx_http_scale_metric_type_e */
 /* the name of an upstream's own entry among the peers */
 static ngx_str_t  ngx_http_health_upstream = ngx_string("");
 
+/* by ngx_http_scale_metric_type_e */
 static char  *ngx_http_health_types[] = {
     "counter", "gauge", "histogram", "gauge", "gauge"
 };
@@ -126,11 +126,11 @@ ngx_http_health_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    peer = ngx_http_health_peer_find(hmcf, uscf, state->peer);
-
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "health: upstream \"%V\" peer \"%V\"",
                    &uscf->host, state->peer);
+
+    peer = ngx_http_health_peer_find(hmcf, uscf, state->peer);
 
     if (peer) {
         ngx_http_scale_counter_add(peer->requests_slot, 1);
@@ -774,8 +774,7 @@ ngx_http_health_add_peers(ngx_conf_t *cf, ngx_http_health_main_conf_t *hmcf)
             labels.len = ngx_sprintf(p, "upstream=\"%V\"", &upstream) - p;
 
             if (ngx_http_health_add(cf, "nginx_upstream_requests_total",
-                                    "Requests whose last attempt went to "
-                                    "this upstream.",
+                                    "Requests passed to this upstream.",
                                     NGX_HTTP_SCALE_COUNTER, &labels,
                                     &peer->requests_slot)
                 != NGX_OK)

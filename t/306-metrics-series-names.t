@@ -111,11 +111,11 @@ stop_nginx($d);
 
 # --- a small zone holds the same configuration across many reloads
 
-my @zones = map { "zone_with_a_rather_long_name_$_" } 1 .. 40;
+my @zones = map { "zone_with_a_rather_long_name_$_" } 1 .. 30;
 $port = free_port();
 $d = start_nginx('small', zone_conf($port, '32k', @zones));
 $m = metrics($port);
-is(metric($m, 'nginx_scale_metrics_overflow_total'), 0, '32k holds 40 zones (200 series)');
+is(metric($m, 'nginx_scale_metrics_overflow_total'), 0, '32k holds 30 zones (150 series)');
 get("http://127.0.0.1:$port/zone_with_a_rather_long_name_7?k=x") for 1 .. 2;
 for my $n (1 .. 12) {
     rewrite($d, zone_conf($port, '32k', $n % 2 ? reverse @zones : @zones));

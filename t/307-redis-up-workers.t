@@ -67,7 +67,7 @@ sub conf {
     my ($port, %o) = @_;
     my $slow = $o{slow} ? "        location = /slow { proxy_pass http://127.0.0.1:$o{slow}; proxy_read_timeout 30s; }\n" : '';
     return <<"_EOC_";
-    redis_pool main { server 127.0.0.1:$rp; timeout 200ms; }
+    redis_pool main { server 127.0.0.1:$rp; timeout 1s; }
     server {
         listen 127.0.0.1:$port;
         location = /metrics { health_metrics; }
