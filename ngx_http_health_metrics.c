@@ -53,7 +53,13 @@ static ngx_str_t  ngx_http_health_prometheus_type =
 static ngx_str_t  ngx_http_health_openmetrics_type =
     ngx_string("application/openmetrics-text; version=1.0.0; charset=utf-8");
 
-static char  *ngx_http_health_types[] = { "counter", "gauge", "histogram" };
+/* the name of an upstream's own entry among the peers */
+static ngx_str_t  ngx_http_health_upstream = ngx_string("");
+
+/* by ngx_http_scale_metric_type_e */
+static char  *ngx_http_health_types[] = {
+    "counter", "gauge", "histogram", "gauge", "gauge"
+};
 
 
 /* LOG phase */
@@ -61,12 +67,13 @@ static char  *ngx_http_health_types[] = { "counter", "gauge", "histogram" };
 static ngx_int_t
 ngx_http_health_log_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                    status;
-    ngx_time_t                   *tp;
-    ngx_msec_int_t                ms;
-    ngx_http_health_peer_t       *peer;
-    ngx_http_upstream_state_t    *state;
-    ngx_http_health_main_conf_t  *hmcf;
+    ngx_uint_t                     status;
+    ngx_time_t                    *tp;
+    ngx_msec_int_t                 ms;
+    ngx_http_health_peer_t        *peer;
+    ngx_http_upstream_state_t     *state;
+    ngx_http_health_main_conf_t   *hmcf;
+    ngx_http_upstream_srv_conf_t  *uscf;
 
     if (r != r->main) {
         /* log_subrequest on: a subrequest is part of its main request */
@@ -91,25 +98,39 @@ ngx_http_health_log_handler(ngx_http_request_t *r)
 
     ngx_http_scale_histogram_observe(hmcf->duration_slot, (uint64_t) ms * 1000);
 
-    /* the peer that served the last attempt */
-
     if (hmcf->peers_hash == NULL
         || r->upstream == NULL
-        || r->upstream->upstream == NULL
-        || r->upstream_states == NULL
-        || r->upstream_states->nelts == 0)
+        || r->upstream->upstream == NULL)
     {
+        return NGX_OK;
+    }
+
+    uscf = r->upstream->upstream;
+
+    peer = ngx_http_health_peer_find(hmcf, uscf, &ngx_http_health_upstream);
+
+    if (peer) {
+        ngx_http_scale_counter_add(peer->requests_slot, 1);
+    }
+
+    /* the peer that served the last attempt */
+
+    if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
         return NGX_OK;
     }
 
     state = r->upstream_states->elts;
     state = &state[r->upstream_states->nelts - 1];
 
-    if (state->peer == NULL) {
+    if (state->peer == NULL || state->peer->len == 0) {
         return NGX_OK;
     }
 
-    peer = ngx_http_health_peer_find(hmcf, r->upstream->upstream, state->peer);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "health: upstream \"%V\" peer \"%V\"",
+                   &uscf->host, state->peer);
+
+    peer = ngx_http_health_peer_find(hmcf, uscf, state->peer);
 
     if (peer) {
         ngx_http_scale_counter_add(peer->requests_slot, 1);
@@ -137,7 +158,7 @@ ngx_http_health_peer_find(ngx_http_health_main_conf_t *hmcf,
 
         if (peer->upstream == uscf
             && peer->name.len == name->len
-            && ngx_strncmp(peer->name.data, name->data, name->len) == 0)
+            && ngx_memcmp(peer->name.data, name->data, name->len) == 0)
         {
             return peer;
         }
@@ -389,11 +410,11 @@ ngx_http_health_values(ngx_http_health_render_t *ctx,
     uscfp = umcf->upstreams.elts;
 
     for (i = 0; i < umcf->upstreams.nelts; i++) {
-        peers = uscfp[i]->peer.data;
-
-        if (peers == NULL) {
+        if (!hmcf->readable[i]) {
             continue;
         }
+
+        peers = uscfp[i]->peer.data;
 
         ngx_http_upstream_rr_peers_rlock(peers);
 
@@ -704,8 +725,9 @@ ngx_http_health_add(ngx_conf_t *cf, char *family, char *help,
 
 
 /*
- * Every peer of every upstream, backups included, as configured: the
- * upstream module's init_main_conf has built the peer lists by now.
+ * Every peer of every upstream whose peers health reads, backups included,
+ * as configured: the upstream module's init_main_conf has built the peer
+ * lists by now.
  */
 
 static ngx_int_t
@@ -725,14 +747,44 @@ ngx_http_health_add_peers(ngx_conf_t *cf, ngx_http_health_main_conf_t *hmcf)
 
     for (i = 0; i < umcf->upstreams.nelts; i++) {
 
-        if (uscfp[i]->peer.data == NULL) {
-            continue;
-        }
-
         if (ngx_http_scale_label_escape(cf->pool, &uscfp[i]->host, &upstream)
             != NGX_OK)
         {
             return NGX_ERROR;
+        }
+
+        /* every upstream{} block: its own count, whatever its balancer */
+
+        if (uscfp[i]->srv_conf) {
+            peer = ngx_array_push(&hmcf->peers);
+            if (peer == NULL) {
+                return NGX_ERROR;
+            }
+
+            peer->upstream = uscfp[i];
+            peer->name = ngx_http_health_upstream;
+            peer->up_slot = 0;
+
+            p = ngx_pnalloc(cf->pool, upstream.len + sizeof("upstream=\"\""));
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            labels.data = p;
+            labels.len = ngx_sprintf(p, "upstream=\"%V\"", &upstream) - p;
+
+            if (ngx_http_health_add(cf, "nginx_upstream_requests_total",
+                                    "Requests passed to this upstream.",
+                                    NGX_HTTP_SCALE_COUNTER, &labels,
+                                    &peer->requests_slot)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        if (!hmcf->readable[i]) {
+            continue;
         }
 
         for (peers = uscfp[i]->peer.data; peers; peers = peers->next) {

@@ -11,6 +11,10 @@
 
 #include "ngx_http_health_module.h"
 
+#if (NGX_HAVE_DLOPEN)
+#include <dlfcn.h>
+#endif
+
 
 typedef struct {
     ngx_str_t                        kind;         /* "redis", "upstream" */
@@ -767,6 +771,67 @@ ngx_http_health_peer_is_up(ngx_http_upstream_rr_peer_t *peer, time_t now)
 }
 
 
+/*
+ * Whether the upstream's peer.data is nginx's round-robin peers, the only
+ * peers health reads.  nginx's own balancers (round robin, hash, ip_hash,
+ * least_conn, random, and keepalive or zone on top of them) all keep them;
+ * a third-party balancer keeps whatever it likes.  Known at configuration
+ * time, once nginx's upstream module has initialised every upstream:
+ *
+ *   - no balancer directive, or init_round_robin itself: round robin;
+ *   - a balancer whose code is not in nginx's own executable (a module
+ *     loaded with load_module): not;
+ *   - a balancer that does not take max_conns=: not; nginx keeps max_conns
+ *     in the round-robin peers, and all its own balancers take it;
+ *   - peers whose name is not the upstream's: not; init_round_robin points
+ *     it there, and this catches keepalive on top of a third-party
+ *     balancer, whose init keepalive calls.
+ *
+ * A balancer compiled into nginx that passes these and keeps other data
+ * is not recognised.
+ */
+
+ngx_uint_t
+ngx_http_health_peers_readable(ngx_http_upstream_srv_conf_t *uscf)
+{
+    ngx_http_upstream_init_pt      init;
+    ngx_http_upstream_rr_peers_t  *peers;
+#if (NGX_HAVE_DLOPEN)
+    Dl_info                        balancer, nginx;
+#endif
+
+    init = uscf->peer.init_upstream;
+    peers = uscf->peer.data;
+
+    if (peers == NULL) {
+        return 0;
+    }
+
+    if (init == NULL || init == ngx_http_upstream_init_round_robin) {
+        return 1;
+    }
+
+#if (NGX_HAVE_DLOPEN)
+
+    if (dladdr((void *) (uintptr_t) init, &balancer) == 0
+        || dladdr((void *) (uintptr_t) ngx_http_upstream_init_round_robin,
+                  &nginx)
+           == 0
+        || balancer.dli_fbase != nginx.dli_fbase)
+    {
+        return 0;
+    }
+
+#endif
+
+    if (!(uscf->flags & NGX_HTTP_UPSTREAM_MAX_CONNS)) {
+        return 0;
+    }
+
+    return peers->name == &uscf->host;
+}
+
+
 static void *
 ngx_http_health_create_main_conf(ngx_conf_t *cf)
 {
@@ -1036,8 +1101,22 @@ ngx_http_health_init(ngx_conf_t *cf)
     hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_health_module);
     umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_upstream_module);
 
-    u = hmcf->upstreams.elts;
     uscfp = umcf->upstreams.elts;
+
+    hmcf->readable = ngx_pcalloc(cf->pool, umcf->upstreams.nelts + 1);
+    if (hmcf->readable == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (j = 0; j < umcf->upstreams.nelts; j++) {
+        hmcf->readable[j] = (u_char) ngx_http_health_peers_readable(uscfp[j]);
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cf->log, 0,
+                       "health: upstream \"%V\" peers %s", &uscfp[j]->host,
+                       hmcf->readable[j] ? "read" : "not read");
+    }
+
+    u = hmcf->upstreams.elts;
 
     for (i = 0; i < hmcf->upstreams.nelts; i++) {
 
@@ -1057,6 +1136,15 @@ ngx_http_health_init(ngx_conf_t *cf)
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "unknown upstream \"%V\" in health_ready_upstream "
                           "in %s:%ui", &u[i].name, u[i].file, u[i].line);
+            return NGX_ERROR;
+        }
+
+        if (!hmcf->readable[j]) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "upstream \"%V\" in health_ready_upstream uses "
+                          "a load balancer other than nginx's own, whose "
+                          "peers health cannot read, in %s:%ui",
+                          &u[i].name, u[i].file, u[i].line);
             return NGX_ERROR;
         }
 

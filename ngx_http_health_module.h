@@ -28,7 +28,8 @@ typedef struct {
 /* an upstream peer known at configuration time, with its series */
 typedef struct {
     ngx_http_upstream_srv_conf_t    *upstream;
-    ngx_str_t                        name;         /* peer->name */
+    ngx_str_t                        name;         /* peer->name; "": the
+                                                      upstream's own count */
     ngx_uint_t                       requests_slot;
     ngx_uint_t                       up_slot;
 } ngx_http_health_peer_t;
@@ -49,6 +50,7 @@ typedef struct {
     ngx_uint_t                       requests_slot[5];   /* 1xx .. 5xx */
     ngx_uint_t                       duration_slot;
 
+    u_char                          *readable;     /* by upstream: peers */
     ngx_array_t                      peers;        /* of peer_t */
     ngx_http_health_peer_t         **peers_hash;   /* open addressing */
     ngx_uint_t                       peers_mask;
@@ -81,6 +83,7 @@ ngx_int_t ngx_http_health_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, ngx_http_health_out_t *out);
 ngx_uint_t ngx_http_health_peer_is_up(ngx_http_upstream_rr_peer_t *peer,
     time_t now);
+ngx_uint_t ngx_http_health_peers_readable(ngx_http_upstream_srv_conf_t *uscf);
 
 ngx_int_t ngx_http_health_metrics_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_health_metrics_init(ngx_conf_t *cf,

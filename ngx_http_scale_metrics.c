@@ -1,42 +1,76 @@
 
 /*
  * Shared counters.  Every series is registered at configuration time; the
- * zone gives it slots once and for all, found again by a hash of its name
- * and labels after a reload.  A series' slots never move, so workers of
- * the old and the new configuration may update them side by side.  An
- * update is one atomic add at an index known in advance: no lookup, no
- * lock.  Slot 0 is the overflow series for a zone that is full.
+ * zone gives it slots once and for all, found again by its name and labels
+ * after a reload.  A series' slots never move, so workers of the old and
+ * the new configuration may update them side by side.  An update is one
+ * atomic add at an address known in advance: no lookup, no lock.
+ * Registration slot 0 is the overflow series for a zone that is full.
+ *
+ * The zone is one arena taken from its slab pool.  Series are only ever
+ * added, by the master while it reads a configuration: a node holds the
+ * slots and the name ("family{labels"), chained in a bucket by the name's
+ * CRC32 and always compared in full.
+ *
+ * A process counts for the configuration of the cycle it runs, taken in
+ * init_process: the zone's init runs in the master for a configuration
+ * that may yet fail to load, and whose memory is then freed.
  */
 
 
 #include "ngx_http_scale_metrics.h"
 
 
-typedef struct {
-    uint32_t                         hash;         /* of family and labels */
+/* a worker gauge's word: the generation above, the value below */
+#define NGX_HTTP_SCALE_WORKER_SHIFT  (4 * sizeof(ngx_atomic_uint_t))
+#define NGX_HTTP_SCALE_WORKER_MASK                                            \
+    (((ngx_atomic_uint_t) 1 << NGX_HTTP_SCALE_WORKER_SHIFT) - 1)
+
+
+typedef struct ngx_http_scale_metrics_node_s  ngx_http_scale_metrics_node_t;
+
+struct ngx_http_scale_metrics_node_s {
+    ngx_http_scale_metrics_node_t   *next;         /* in its bucket */
+    uint32_t                         hash;         /* CRC32 of the name */
+    uint32_t                         type;
     uint32_t                         nslots;
-    ngx_uint_t                       slot;         /* in the zone */
-} ngx_http_scale_metrics_key_t;
+    uint32_t                         len;          /* of the name */
+    ngx_atomic_t                     slots[1];     /* nslots, then the name */
+};
 
 
 typedef struct {
-    ngx_uint_t                       nkeys;
-    ngx_uint_t                       keys_max;
-    ngx_uint_t                       nslots;
-    ngx_uint_t                       slots_max;
-    ngx_http_scale_metrics_key_t    *keys;
-    ngx_atomic_t                    *slots;
+    ngx_atomic_t                     overflow;     /* registration slot 0 */
+    ngx_atomic_uint_t                generation;   /* configurations placed */
+    ngx_uint_t                       nseries;
+    ngx_uint_t                       nbuckets;     /* a power of 2 */
+    ngx_http_scale_metrics_node_t  **buckets;
+    u_char                          *free;         /* the arena's unused end */
+    u_char                          *end;
 } ngx_http_scale_metrics_shctx_t;
+
+
+/* this process' view: the configuration it counts for */
+typedef struct {
+    ngx_http_scale_metrics_slot_t   *map;
+    ngx_uint_t                       nmap;
+    ngx_uint_t                       nworkers;
+    ngx_atomic_uint_t                generation;
+    ngx_http_scale_metrics_slot_t    none;         /* slots beyond the map */
+} ngx_http_scale_metrics_view_t;
 
 
 static ngx_int_t ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_http_scale_metrics_shctx_t *ngx_http_scale_metrics_create(
     ngx_slab_pool_t *shpool);
-static ngx_uint_t ngx_http_scale_metrics_place(
-    ngx_http_scale_metrics_shctx_t *ctx, ngx_http_scale_series_t *s);
+static ngx_http_scale_metrics_node_t *ngx_http_scale_metrics_place(
+    ngx_http_scale_metrics_shctx_t *ctx, ngx_http_scale_series_t *s,
+    ngx_uint_t nslots);
 static ngx_uint_t ngx_http_scale_series_nslots(ngx_http_scale_series_t *s);
 static uint32_t ngx_http_scale_series_hash(ngx_http_scale_series_t *s);
+static ngx_atomic_int_t ngx_http_scale_workers_value(
+    ngx_http_scale_metrics_slot_t *s);
 
 
 const ngx_msec_t  ngx_http_scale_histogram_bounds_us[] = {
@@ -45,11 +79,11 @@ const ngx_msec_t  ngx_http_scale_histogram_bounds_us[] = {
 };
 
 
-/* this process' view: registration slot -> zone slot */
-static ngx_atomic_t  *ngx_http_scale_slots;
-static ngx_uint_t    *ngx_http_scale_map;
-static ngx_uint_t     ngx_http_scale_nmap;
-static ngx_atomic_t   ngx_http_scale_no_slots[1];
+/* until init_process, updates go nowhere */
+static ngx_atomic_t                   ngx_http_scale_no_slot;
+static ngx_http_scale_metrics_view_t  ngx_http_scale_view = {
+    NULL, 0, 0, 0, { &ngx_http_scale_no_slot, NGX_HTTP_SCALE_COUNTER }
+};
 
 
 ngx_int_t
@@ -66,6 +100,7 @@ ngx_http_scale_metrics_init_conf(ngx_conf_t *cf,
     mcf->nslots = 1;                       /* the overflow slot */
     mcf->zone_size = NGX_CONF_UNSET_SIZE;
     mcf->pool = cf->pool;
+    mcf->cycle = cf->cycle;
 
     return NGX_OK;
 }
@@ -116,14 +151,23 @@ ngx_http_scale_metrics_add_zone(ngx_conf_t *cf,
 }
 
 
+/*
+ * In the master, for a configuration being read: places its series and
+ * fills its map.  Nothing here may touch what processes already running
+ * use, or outlive the configuration if it fails to load.
+ */
+
 static ngx_int_t
 ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_scale_metrics_conf_t   *mcf = shm_zone->data;
 
-    ngx_uint_t                       i, k, slot, n, lost;
+    ngx_uint_t                       i, k, n, lost;
+    ngx_core_conf_t                 *ccf;
     ngx_slab_pool_t                 *shpool;
     ngx_http_scale_series_t         *series;
+    ngx_http_scale_metrics_slot_t   *map;
+    ngx_http_scale_metrics_node_t   *node;
     ngx_http_scale_metrics_shctx_t  *ctx;
 
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
@@ -135,36 +179,81 @@ ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     } else {
         ctx = ngx_http_scale_metrics_create(shpool);
         if (ctx == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "health_zone of %uz bytes has no room",
+                          shm_zone->shm.size);
             return NGX_ERROR;
         }
 
         shpool->data = ctx;
     }
 
-    mcf->map = ngx_pcalloc(mcf->pool, mcf->nslots * sizeof(ngx_uint_t));
+    /* a worker gauge keeps a word per worker process */
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(mcf->cycle->conf_ctx,
+                                           ngx_core_module);
+
+    mcf->nworkers = ccf->master ? (ngx_uint_t) ccf->worker_processes : 1;
+
+    mcf->map = ngx_palloc(mcf->pool,
+                          mcf->nslots * sizeof(ngx_http_scale_metrics_slot_t));
     if (mcf->map == NULL) {
         return NGX_ERROR;
     }
 
+    map = mcf->map;
     series = mcf->series.elts;
     lost = 0;
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    for (i = 0; i < mcf->series.nelts; i++) {
-        slot = ngx_http_scale_metrics_place(ctx, &series[i]);
-        n = ngx_http_scale_series_nslots(&series[i]);
+    mcf->generation = ++ctx->generation;
+    mcf->overflow = &ctx->overflow;
 
-        if (slot == 0) {
+    map[0].value = &ctx->overflow;
+    map[0].type = NGX_HTTP_SCALE_COUNTER;
+
+    for (i = 0; i < mcf->series.nelts; i++) {
+        k = series[i].slot;
+
+        if (series[i].type == NGX_HTTP_SCALE_WORKER_COUNT) {
+            /* reads the values of the worker gauge in the slot before */
+            map[k].value = map[k - 1].value;
+            map[k].type = (map[k].value == &ctx->overflow)
+                          ? NGX_HTTP_SCALE_COUNTER
+                          : NGX_HTTP_SCALE_WORKER_COUNT;
+            continue;
+        }
+
+        n = (series[i].type == NGX_HTTP_SCALE_WORKER_GAUGE)
+            ? mcf->nworkers : ngx_http_scale_series_nslots(&series[i]);
+
+        node = ngx_http_scale_metrics_place(ctx, &series[i], n);
+
+        if (node == NULL) {
             lost++;
         }
 
-        for (k = 0; k < n; k++) {
-            mcf->map[series[i].slot + k] = slot ? slot + k : 0;
+        for (n = 0; n < ngx_http_scale_series_nslots(&series[i]); n++) {
+            if (node) {
+                map[k + n].value = &node->slots[n];
+                map[k + n].type = series[i].type;
+
+            } else {
+                /* counted in the overflow series, never set */
+                map[k + n].value = &ctx->overflow;
+                map[k + n].type = NGX_HTTP_SCALE_COUNTER;
+            }
         }
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
+
+    ngx_log_debug4(NGX_LOG_DEBUG_CORE, shm_zone->shm.log, 0,
+                   "health_zone: %ui series, %ui in the zone, "
+                   "%uz bytes free, generation %uA",
+                   mcf->series.nelts, ctx->nseries,
+                   (size_t) (ctx->end - ctx->free), mcf->generation);
 
     if (lost) {
         ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
@@ -173,90 +262,127 @@ ngx_http_scale_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                       lost, mcf->series.nelts);
     }
 
-    ngx_http_scale_slots = ctx->slots;
-    ngx_http_scale_map = mcf->map;
-    ngx_http_scale_nmap = mcf->nslots;
-
     return NGX_OK;
 }
 
 
-/* a quarter of the zone for the keys, the rest for the slots */
+/* every free page as one arena: the buckets, then the nodes */
 
 static ngx_http_scale_metrics_shctx_t *
 ngx_http_scale_metrics_create(ngx_slab_pool_t *shpool)
 {
-    size_t                           avail;
+    u_char                          *p;
+    size_t                           size;
+    ngx_uint_t                       pages;
     ngx_http_scale_metrics_shctx_t  *ctx;
 
     shpool->log_nomem = 0;
 
-    ctx = ngx_slab_calloc(shpool, sizeof(ngx_http_scale_metrics_shctx_t));
-    if (ctx == NULL) {
-        return NULL;
-    }
+    p = NULL;
 
-    avail = shpool->end - shpool->start;
-
-    ctx->keys_max = avail / 4 / sizeof(ngx_http_scale_metrics_key_t);
-    ctx->keys = ngx_slab_calloc(shpool, ctx->keys_max
-                                        * sizeof(ngx_http_scale_metrics_key_t));
-    if (ctx->keys == NULL) {
-        return NULL;
-    }
-
-    for (ctx->slots_max = avail / 2 / sizeof(ngx_atomic_t);
-         ctx->slots_max > 1;
-         ctx->slots_max /= 2)
-    {
-        ctx->slots = ngx_slab_calloc(shpool,
-                                     ctx->slots_max * sizeof(ngx_atomic_t));
-        if (ctx->slots) {
+    for (pages = shpool->pfree; pages > 0; pages--) {
+        p = ngx_slab_alloc(shpool, pages << ngx_pagesize_shift);
+        if (p) {
             break;
         }
     }
 
-    if (ctx->slots == NULL) {
+    if (p == NULL) {
         return NULL;
     }
 
-    ctx->nslots = 1;                       /* 0: the overflow series */
+    size = pages << ngx_pagesize_shift;
+
+    ctx = (ngx_http_scale_metrics_shctx_t *) p;
+    ngx_memzero(ctx, sizeof(ngx_http_scale_metrics_shctx_t));
+
+    /* about one bucket per 4 series of 64 bytes */
+
+    for (ctx->nbuckets = 16; ctx->nbuckets * 512 <= size; ctx->nbuckets *= 2)
+    {
+        /* void */
+    }
+
+    ctx->buckets = (ngx_http_scale_metrics_node_t **)
+                       ngx_align_ptr(p + sizeof(ngx_http_scale_metrics_shctx_t),
+                                     NGX_ALIGNMENT);
+    ngx_memzero(ctx->buckets,
+                ctx->nbuckets * sizeof(ngx_http_scale_metrics_node_t *));
+
+    ctx->free = (u_char *) &ctx->buckets[ctx->nbuckets];
+    ctx->end = p + size;
 
     return ctx;
 }
 
 
-/* the series' first slot in the zone, given now or before; 0: no room */
+/* the series' node, placed now or before; NULL: no room */
 
-static ngx_uint_t
+static ngx_http_scale_metrics_node_t *
 ngx_http_scale_metrics_place(ngx_http_scale_metrics_shctx_t *ctx,
-    ngx_http_scale_series_t *s)
+    ngx_http_scale_series_t *s, ngx_uint_t nslots)
 {
-    uint32_t                       hash;
-    ngx_uint_t                     i, n;
-    ngx_http_scale_metrics_key_t  *key;
+    u_char                          *name;
+    size_t                           len, size;
+    uint32_t                         hash;
+    ngx_http_scale_metrics_node_t   *node, **bucket;
 
     hash = ngx_http_scale_series_hash(s);
-    n = ngx_http_scale_series_nslots(s);
+    len = s->family.len + 1 + s->labels.len;
 
-    for (i = 0; i < ctx->nkeys; i++) {
-        if (ctx->keys[i].hash == hash && ctx->keys[i].nslots == n) {
-            return ctx->keys[i].slot;
+    bucket = &ctx->buckets[hash & (ctx->nbuckets - 1)];
+
+    for (node = *bucket; node; node = node->next) {
+
+        if (node->hash != hash
+            || node->type != s->type
+            || node->nslots != nslots
+            || node->len != len)
+        {
+            continue;
+        }
+
+        name = (u_char *) &node->slots[nslots];
+
+        if (ngx_memcmp(name, s->family.data, s->family.len) == 0
+            && name[s->family.len] == '{'
+            && ngx_memcmp(name + s->family.len + 1, s->labels.data,
+                          s->labels.len)
+               == 0)
+        {
+            return node;
         }
     }
 
-    if (ctx->nkeys == ctx->keys_max || ctx->nslots + n > ctx->slots_max) {
-        return 0;
+    size = offsetof(ngx_http_scale_metrics_node_t, slots)
+           + nslots * sizeof(ngx_atomic_t) + len;
+    size = ngx_align(size, NGX_ALIGNMENT);
+
+    if ((size_t) (ctx->end - ctx->free) < size) {
+        return NULL;
     }
 
-    key = &ctx->keys[ctx->nkeys++];
-    key->hash = hash;
-    key->nslots = n;
-    key->slot = ctx->nslots;
+    node = (ngx_http_scale_metrics_node_t *) ctx->free;
+    ctx->free += size;
 
-    ctx->nslots += n;
+    ngx_memzero(node, size);
 
-    return key->slot;
+    node->hash = hash;
+    node->type = (uint32_t) s->type;
+    node->nslots = (uint32_t) nslots;
+    node->len = (uint32_t) len;
+
+    name = (u_char *) &node->slots[nslots];
+    name = ngx_cpymem(name, s->family.data, s->family.len);
+    *name++ = '{';
+    ngx_memcpy(name, s->labels.data, s->labels.len);
+
+    node->next = *bucket;
+    *bucket = node;
+
+    ctx->nseries++;
+
+    return node;
 }
 
 
@@ -298,6 +424,38 @@ ngx_http_scale_series_add(ngx_conf_t *cf, ngx_str_t *family, ngx_str_t *help,
 }
 
 
+ngx_int_t
+ngx_http_scale_worker_gauge_add(ngx_conf_t *cf, ngx_str_t *family,
+    ngx_str_t *help, ngx_str_t *count_family, ngx_str_t *count_help,
+    ngx_str_t *labels)
+{
+    ngx_int_t  slot, count;
+
+    slot = ngx_http_scale_series_add(cf, family, help,
+                                     NGX_HTTP_SCALE_WORKER_GAUGE, labels);
+    if (slot == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    count = ngx_http_scale_series_add(cf, count_family, count_help,
+                                      NGX_HTTP_SCALE_WORKER_COUNT, labels);
+    if (count == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    /* the count reads the gauge's values: its slot is the next one */
+
+    if (count != slot + 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "series \"%V{%V}\" is already registered",
+                           count_family, labels);
+        return NGX_ERROR;
+    }
+
+    return slot;
+}
+
+
 static ngx_uint_t
 ngx_http_scale_series_nslots(ngx_http_scale_series_t *s)
 {
@@ -327,40 +485,101 @@ ngx_http_scale_series_hash(ngx_http_scale_series_t *s)
 
 /* runtime */
 
-static ngx_inline ngx_atomic_t *
-ngx_http_scale_slot(ngx_uint_t slot)
+void
+ngx_http_scale_metrics_init_process(ngx_cycle_t *cycle)
 {
-    if (ngx_http_scale_slots == NULL) {
-        return ngx_http_scale_no_slots;
+    ngx_http_scale_metrics_conf_t  *mcf;
+    ngx_http_scale_metrics_view_t  *view;
+
+    view = &ngx_http_scale_view;
+    mcf = ngx_http_scale_metrics_cycle_conf(cycle);
+
+    view->none.type = NGX_HTTP_SCALE_COUNTER;
+
+    if (mcf == NULL || mcf->map == NULL) {
+        view->map = NULL;
+        view->nmap = 0;
+        view->nworkers = 0;
+        view->generation = 0;
+        view->none.value = &ngx_http_scale_no_slot;
+        return;
     }
 
-    return &ngx_http_scale_slots[slot < ngx_http_scale_nmap
-                                 ? ngx_http_scale_map[slot] : 0];
+    view->map = mcf->map;
+    view->nmap = mcf->nslots;
+    view->nworkers = mcf->nworkers;
+    view->generation = mcf->generation;
+    view->none.value = mcf->overflow;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, cycle->log, 0,
+                   "health_zone: %ui slots, %ui workers, generation %uA",
+                   view->nmap, view->nworkers, view->generation);
+}
+
+
+static ngx_inline ngx_http_scale_metrics_slot_t *
+ngx_http_scale_slot(ngx_uint_t slot)
+{
+    if (slot >= ngx_http_scale_view.nmap) {
+        return &ngx_http_scale_view.none;
+    }
+
+    return &ngx_http_scale_view.map[slot];
 }
 
 
 void
 ngx_http_scale_counter_add(ngx_uint_t slot, ngx_atomic_int_t n)
 {
-    (void) ngx_atomic_fetch_add(ngx_http_scale_slot(slot), n);
+    (void) ngx_atomic_fetch_add(ngx_http_scale_slot(slot)->value, n);
 }
 
 
 void
 ngx_http_scale_gauge_set(ngx_uint_t slot, ngx_atomic_int_t value)
 {
+    ngx_atomic_uint_t               v;
+    ngx_http_scale_metrics_slot_t  *s;
+
+    s = ngx_http_scale_slot(slot);
+
     /* a gauge that did not fit must not overwrite the overflow counter */
-    if (ngx_http_scale_slot_fits(slot)) {
-        *ngx_http_scale_slot(slot) = value;
+    if (s->value == ngx_http_scale_view.none.value) {
+        return;
     }
+
+    if (s->type != NGX_HTTP_SCALE_WORKER_GAUGE) {
+        *s->value = value;
+        return;
+    }
+
+    /*
+     * Each worker its own word, marked with its configuration's generation.
+     * A worker shutting down after a reload leaves the word to the worker
+     * that took its place.
+     */
+
+    if ((ngx_process != NGX_PROCESS_WORKER
+         && ngx_process != NGX_PROCESS_SINGLE)
+        || ngx_worker >= ngx_http_scale_view.nworkers
+        || ngx_quit || ngx_terminate || ngx_exiting)
+    {
+        return;
+    }
+
+    v = (value < 0) ? 0 : ngx_min((ngx_atomic_uint_t) value,
+                                  NGX_HTTP_SCALE_WORKER_MASK);
+
+    s->value[ngx_worker] =
+        (ngx_http_scale_view.generation << NGX_HTTP_SCALE_WORKER_SHIFT) | v;
 }
 
 
 ngx_uint_t
 ngx_http_scale_slot_fits(ngx_uint_t slot)
 {
-    return ngx_http_scale_slots != NULL && slot < ngx_http_scale_nmap
-           && ngx_http_scale_map[slot] != 0;
+    return ngx_http_scale_slot(slot)->value
+           != ngx_http_scale_view.none.value;
 }
 
 
@@ -375,13 +594,13 @@ ngx_http_scale_histogram_observe(ngx_uint_t slot, uint64_t us)
         }
     }
 
-    (void) ngx_atomic_fetch_add(ngx_http_scale_slot(slot + i), 1);
+    (void) ngx_atomic_fetch_add(ngx_http_scale_slot(slot + i)->value, 1);
     (void) ngx_atomic_fetch_add(
-                ngx_http_scale_slot(slot + NGX_HTTP_SCALE_HISTOGRAM_BUCKETS + 1),
-                1);
+        ngx_http_scale_slot(slot + NGX_HTTP_SCALE_HISTOGRAM_BUCKETS + 1)->value,
+        1);
     (void) ngx_atomic_fetch_add(
-                ngx_http_scale_slot(slot + NGX_HTTP_SCALE_HISTOGRAM_BUCKETS + 2),
-                us);
+        ngx_http_scale_slot(slot + NGX_HTTP_SCALE_HISTOGRAM_BUCKETS + 2)->value,
+        us);
 }
 
 
@@ -399,7 +618,54 @@ ngx_http_scale_series(ngx_cycle_t *cycle)
 ngx_atomic_int_t
 ngx_http_scale_slot_value(ngx_uint_t slot)
 {
-    return (ngx_atomic_int_t) *ngx_http_scale_slot(slot);
+    ngx_http_scale_metrics_slot_t  *s;
+
+    s = ngx_http_scale_slot(slot);
+
+    if (s->type == NGX_HTTP_SCALE_WORKER_GAUGE
+        || s->type == NGX_HTTP_SCALE_WORKER_COUNT)
+    {
+        return ngx_http_scale_workers_value(s);
+    }
+
+    return (ngx_atomic_int_t) *s->value;
+}
+
+
+/*
+ * Over the workers of this process' configuration: the lowest value, or
+ * how many are above 0.  A word another configuration wrote (a worker not
+ * started yet, or one of the old configuration) counts as 0.
+ */
+
+static ngx_atomic_int_t
+ngx_http_scale_workers_value(ngx_http_scale_metrics_slot_t *s)
+{
+    ngx_uint_t         w, up;
+    ngx_atomic_uint_t  word, value, min, generation;
+
+    generation = ngx_http_scale_view.generation & NGX_HTTP_SCALE_WORKER_MASK;
+    min = NGX_HTTP_SCALE_WORKER_MASK;
+    up = 0;
+
+    for (w = 0; w < ngx_http_scale_view.nworkers; w++) {
+        word = s->value[w];
+
+        value = ((word >> NGX_HTTP_SCALE_WORKER_SHIFT) == generation)
+                ? (word & NGX_HTTP_SCALE_WORKER_MASK) : 0;
+
+        min = ngx_min(min, value);
+
+        if (value) {
+            up++;
+        }
+    }
+
+    if (s->type == NGX_HTTP_SCALE_WORKER_COUNT) {
+        return (ngx_atomic_int_t) up;
+    }
+
+    return (ngx_atomic_int_t) (ngx_http_scale_view.nworkers ? min : 0);
 }
 
 

@@ -119,6 +119,8 @@ ngx_http_scale_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_scale_main_conf_t  *smcf;
 
+    ngx_http_scale_metrics_init_process(cycle);
+
     smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_scale_module);
     if (smcf == NULL) {
         return NGX_OK;

@@ -187,7 +187,9 @@ ngx_int_t ngx_http_scale_log_burst(ngx_http_scale_log_burst_t *burst);
 typedef enum {
     NGX_HTTP_SCALE_COUNTER = 0,
     NGX_HTTP_SCALE_GAUGE,
-    NGX_HTTP_SCALE_HISTOGRAM
+    NGX_HTTP_SCALE_HISTOGRAM,
+    NGX_HTTP_SCALE_WORKER_GAUGE,        /* by ngx_http_scale_worker_gauge_add */
+    NGX_HTTP_SCALE_WORKER_COUNT         /* its count of workers */
 } ngx_http_scale_metric_type_e;
 
 
@@ -200,7 +202,9 @@ extern const ngx_msec_t  ngx_http_scale_histogram_bounds_us[];
 /*
  * One time series.  Counters and gauges take one slot, histograms
  * NGX_HTTP_SCALE_HISTOGRAM_BUCKETS + 1 (+Inf) bucket counts (not
- * cumulative), then count, then the sum in microseconds.
+ * cumulative), then count, then the sum in microseconds.  A worker gauge
+ * takes one slot, and its count the next one; the zone keeps a value per
+ * worker behind them.
  */
 typedef struct {
     ngx_str_t                        family;
@@ -219,12 +223,25 @@ typedef struct {
 ngx_int_t ngx_http_scale_series_add(ngx_conf_t *cf, ngx_str_t *family,
     ngx_str_t *help, ngx_uint_t type, ngx_str_t *labels);
 
+/*
+ * A gauge each worker process sets for itself, for state that is per
+ * worker (its connection to a Redis pool).  family shows the lowest value
+ * among the workers of the running configuration, a worker that has not
+ * set it counting as 0; count_family shows how many of them have it above
+ * 0.  Values are 0 .. 65535.  Set it with ngx_http_scale_gauge_set(); a
+ * worker that is shutting down no longer sets it.
+ */
+ngx_int_t ngx_http_scale_worker_gauge_add(ngx_conf_t *cf, ngx_str_t *family,
+    ngx_str_t *help, ngx_str_t *count_family, ngx_str_t *count_help,
+    ngx_str_t *labels);
+
 void ngx_http_scale_counter_add(ngx_uint_t slot, ngx_atomic_int_t n);
 void ngx_http_scale_gauge_set(ngx_uint_t slot, ngx_atomic_int_t value);
 void ngx_http_scale_histogram_observe(ngx_uint_t slot, uint64_t us);
 
 /* reading, for the renderer */
 ngx_array_t *ngx_http_scale_series(ngx_cycle_t *cycle);   /* of series_t */
+/* a worker gauge's slot reads as the lowest value, its count's as the count */
 ngx_atomic_int_t ngx_http_scale_slot_value(ngx_uint_t slot);
 /* 0 for the slots of series that did not fit the zone */
 ngx_uint_t ngx_http_scale_slot_fits(ngx_uint_t slot);

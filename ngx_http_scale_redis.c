@@ -2091,8 +2091,12 @@ ngx_http_scale_redis_add_series(ngx_conf_t *cf,
 
     static ngx_str_t  up = ngx_string("nginx_redis_up");
     static ngx_str_t  up_help = ngx_string(
-                          "Whether this worker's connection to the pool "
-                          "answers PING (1) or not (0).");
+                          "1 while the connection of every worker process "
+                          "to the pool answers PING, else 0.");
+    static ngx_str_t  up_workers = ngx_string("nginx_redis_up_workers");
+    static ngx_str_t  up_workers_help = ngx_string(
+                          "Worker processes whose connection to the pool "
+                          "answers PING.");
     static ngx_str_t  commands = ngx_string("nginx_redis_commands_total");
     static ngx_str_t  commands_help = ngx_string(
                           "Commands sent to the pool.");
@@ -2115,8 +2119,9 @@ ngx_http_scale_redis_add_series(ngx_conf_t *cf,
 
     labels.len = ngx_sprintf(labels.data, "pool=\"%V\"", &name) - labels.data;
 
-    slot = ngx_http_scale_series_add(cf, &up, &up_help, NGX_HTTP_SCALE_GAUGE,
-                                     &labels);
+    /* each worker sets its own; nginx_redis_up is 1 when all of them are */
+    slot = ngx_http_scale_worker_gauge_add(cf, &up, &up_help, &up_workers,
+                                           &up_workers_help, &labels);
     if (slot == NGX_ERROR) {
         return NGX_ERROR;
     }

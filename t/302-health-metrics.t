@@ -171,6 +171,9 @@ nginx_redis_errors_total\{pool="main",kind="protocol"\} \d+
 # HELP nginx_redis_up .*
 # TYPE nginx_redis_up gauge
 nginx_redis_up\{pool="main"\} [01]
+# HELP nginx_redis_up_workers .*
+# TYPE nginx_redis_up_workers gauge
+nginx_redis_up_workers\{pool="main"\} [01]
 # HELP nginx_scale_info .*
 # TYPE nginx_scale_info gauge
 nginx_scale_info\{version="\d+\.\d+\.\d+"\} 1
@@ -180,6 +183,9 @@ nginx_upstream_peer_requests_total\{upstream="app",peer="127.0.0.1:$main::Ports[
 # HELP nginx_upstream_peer_up .*
 # TYPE nginx_upstream_peer_up gauge
 nginx_upstream_peer_up\{upstream="app",peer="127.0.0.1:$main::Ports[0]"\} 1
+# HELP nginx_upstream_requests_total .*
+# TYPE nginx_upstream_requests_total counter
+nginx_upstream_requests_total\{upstream="app"\} 0
 # HELP nginx_scale_metrics_overflow_total .*
 # TYPE nginx_scale_metrics_overflow_total counter
 nginx_scale_metrics_overflow_total 0
