@@ -11,7 +11,8 @@ for step in "$@"; do
     test)     pkgs+=(redis-server redis-tools curl libtest-base-perl libtext-diff-perl
                      liblist-moreutils-perl libtest-longstring-perl liburi-perl
                      libhttp-message-perl libipc-run-perl prometheus nodejs npm
-                     libyaml-libyaml-perl redis-sentinel haproxy) ;;
+                     libyaml-libyaml-perl redis-sentinel haproxy
+                     libnginx-mod-http-upstream-fair) ;;
     valgrind) pkgs+=(valgrind) ;;
     bench)    pkgs+=(wrk redis-server redis-tools curl libnginx-mod-http-lua
                      lua-nginx-redis) ;;
