@@ -30,7 +30,8 @@ static ngx_http_health_peer_t *ngx_http_health_peer_find(
     ngx_str_t *name);
 static ngx_uint_t ngx_http_health_openmetrics(ngx_http_request_t *r);
 static ngx_http_scale_series_t **ngx_http_health_order(
-    ngx_http_health_main_conf_t *hmcf, ngx_array_t *series);
+    ngx_http_health_main_conf_t *hmcf, ngx_array_t *series,
+    ngx_array_t *families);
 static ngx_int_t ngx_http_health_cmp_series(const void *one,
     const void *two);
 static ngx_int_t ngx_http_health_values(ngx_http_health_render_t *ctx,
@@ -55,6 +56,32 @@ static ngx_str_t  ngx_http_health_openmetrics_type =
 
 /* the name of an upstream's own entry among the peers */
 static ngx_str_t  ngx_http_health_upstream = ngx_string("");
+
+
+/* upstream families, declared also where there is no upstream yet */
+
+#define NGX_HTTP_HEALTH_UPSTREAM_REQUESTS  "nginx_upstream_requests_total"
+#define NGX_HTTP_HEALTH_UPSTREAM_REQUESTS_HELP                                \
+    "Requests passed to this upstream."
+#define NGX_HTTP_HEALTH_PEER_REQUESTS  "nginx_upstream_peer_requests_total"
+#define NGX_HTTP_HEALTH_PEER_REQUESTS_HELP                                    \
+    "Requests whose last attempt went to this upstream peer."
+#define NGX_HTTP_HEALTH_PEER_UP  "nginx_upstream_peer_up"
+#define NGX_HTTP_HEALTH_PEER_UP_HELP                                          \
+    "Whether nginx's passive checks in this worker see the peer up (1) "      \
+    "or down (0)."
+
+static ngx_http_scale_series_t  ngx_http_health_upstream_families[] = {
+    { ngx_string(NGX_HTTP_HEALTH_UPSTREAM_REQUESTS),
+      ngx_string(NGX_HTTP_HEALTH_UPSTREAM_REQUESTS_HELP),
+      ngx_null_string, NGX_HTTP_SCALE_COUNTER, 0 },
+    { ngx_string(NGX_HTTP_HEALTH_PEER_REQUESTS),
+      ngx_string(NGX_HTTP_HEALTH_PEER_REQUESTS_HELP),
+      ngx_null_string, NGX_HTTP_SCALE_COUNTER, 0 },
+    { ngx_string(NGX_HTTP_HEALTH_PEER_UP),
+      ngx_string(NGX_HTTP_HEALTH_PEER_UP_HELP),
+      ngx_null_string, NGX_HTTP_SCALE_GAUGE, 0 }
+};
 
 /* by ngx_http_scale_metric_type_e */
 static char  *ngx_http_health_types[] = {
@@ -177,7 +204,7 @@ ngx_http_health_metrics_handler(ngx_http_request_t *r)
     ngx_int_t                     rc;
     ngx_str_t                    *type;
     ngx_uint_t                    i;
-    ngx_array_t                  *series;
+    ngx_array_t                  *series, *families;
     ngx_http_scale_series_t     **order;
     ngx_http_health_render_t      ctx;
     ngx_http_health_main_conf_t  *hmcf;
@@ -194,9 +221,10 @@ ngx_http_health_metrics_handler(ngx_http_request_t *r)
     ngx_http_health_out_init(&ctx.out, r->pool);
 
     series = ngx_http_scale_series((ngx_cycle_t *) ngx_cycle);
+    families = ngx_http_scale_families((ngx_cycle_t *) ngx_cycle);
 
-    if (series && series->nelts) {
-        order = ngx_http_health_order(hmcf, series);
+    if (series && families) {
+        order = ngx_http_health_order(hmcf, series, families);
         if (order == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -205,7 +233,7 @@ ngx_http_health_metrics_handler(ngx_http_request_t *r)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        for (i = 0; i < series->nelts; i++) {
+        for (i = 0; i < hmcf->norder; i++) {
             if (i == 0
                 || order[i]->family.len != order[i - 1]->family.len
                 || ngx_strncmp(order[i]->family.data,
@@ -218,8 +246,11 @@ ngx_http_health_metrics_handler(ngx_http_request_t *r)
                 }
             }
 
-            /* its updates went to the overflow series */
-            if (!ngx_http_scale_slot_fits(order[i]->slot)) {
+            /* a declared family without series, or updates that went to
+             * the overflow series */
+            if (order[i]->slot == 0
+                || !ngx_http_scale_slot_fits(order[i]->slot))
+            {
                 continue;
             }
 
@@ -299,35 +330,57 @@ ngx_http_health_openmetrics(ngx_http_request_t *r)
 /*
  * The registry holds series in registration order; a family's series must
  * be rendered together.  Sorted once per worker by family name, stable, so
- * series keep their order within a family.
+ * series keep their order within a family.  A declared family that has no
+ * series is listed by its declaration (slot 0), for its HELP and TYPE.
  */
 
 static ngx_http_scale_series_t **
-ngx_http_health_order(ngx_http_health_main_conf_t *hmcf, ngx_array_t *series)
+ngx_http_health_order(ngx_http_health_main_conf_t *hmcf, ngx_array_t *series,
+    ngx_array_t *families)
 {
-    ngx_uint_t                 i;
-    ngx_http_scale_series_t   *s, **order;
+    ngx_uint_t                 i, k, n;
+    ngx_http_scale_series_t   *s, *f, **order;
 
     if (hmcf->order) {
         return hmcf->order;
     }
 
-    order = ngx_palloc(ngx_cycle->pool,
-                       series->nelts * sizeof(ngx_http_scale_series_t *));
+    order = ngx_palloc(ngx_cycle->pool, (series->nelts + families->nelts)
+                                        * sizeof(ngx_http_scale_series_t *));
     if (order == NULL) {
         return NULL;
     }
 
     s = series->elts;
 
-    for (i = 0; i < series->nelts; i++) {
-        order[i] = &s[i];
+    for (n = 0; n < series->nelts; n++) {
+        order[n] = &s[n];
     }
 
-    ngx_sort(order, series->nelts, sizeof(ngx_http_scale_series_t *),
+    f = families->elts;
+
+    for (i = 0; i < families->nelts; i++) {
+
+        for (k = 0; k < series->nelts; k++) {
+            if (s[k].family.len == f[i].family.len
+                && ngx_strncmp(s[k].family.data, f[i].family.data,
+                               f[i].family.len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == series->nelts) {
+            order[n++] = &f[i];
+        }
+    }
+
+    ngx_sort(order, n, sizeof(ngx_http_scale_series_t *),
              ngx_http_health_cmp_series);
 
     hmcf->order = order;
+    hmcf->norder = n;
 
     return order;
 }
@@ -602,6 +655,7 @@ ngx_http_health_metrics_init(ngx_conf_t *cf,
     ngx_uint_t                  i;
     ngx_str_t                   labels;
     ngx_http_handler_pt        *h;
+    ngx_http_scale_series_t    *f;
     ngx_http_core_main_conf_t  *cmcf;
 
     static ngx_str_t  classes[] = {
@@ -682,6 +736,18 @@ ngx_http_health_metrics_init(ngx_conf_t *cf,
         != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    f = ngx_http_health_upstream_families;
+
+    for (i = 0; i < sizeof(ngx_http_health_upstream_families)
+                    / sizeof(ngx_http_scale_series_t); i++)
+    {
+        if (ngx_http_scale_family_add(cf, &f[i].family, &f[i].help, f[i].type)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     if (ngx_http_health_add_peers(cf, hmcf) != NGX_OK) {
@@ -773,8 +839,8 @@ ngx_http_health_add_peers(ngx_conf_t *cf, ngx_http_health_main_conf_t *hmcf)
             labels.data = p;
             labels.len = ngx_sprintf(p, "upstream=\"%V\"", &upstream) - p;
 
-            if (ngx_http_health_add(cf, "nginx_upstream_requests_total",
-                                    "Requests passed to this upstream.",
+            if (ngx_http_health_add(cf, NGX_HTTP_HEALTH_UPSTREAM_REQUESTS,
+                                    NGX_HTTP_HEALTH_UPSTREAM_REQUESTS_HELP,
                                     NGX_HTTP_SCALE_COUNTER, &labels,
                                     &peer->requests_slot)
                 != NGX_OK)
@@ -815,10 +881,8 @@ ngx_http_health_add_peers(ngx_conf_t *cf, ngx_http_health_main_conf_t *hmcf)
                                          &upstream, &name)
                              - p;
 
-                if (ngx_http_health_add(cf,
-                                        "nginx_upstream_peer_requests_total",
-                                        "Requests whose last attempt went "
-                                        "to this upstream peer.",
+                if (ngx_http_health_add(cf, NGX_HTTP_HEALTH_PEER_REQUESTS,
+                                        NGX_HTTP_HEALTH_PEER_REQUESTS_HELP,
                                         NGX_HTTP_SCALE_COUNTER, &labels,
                                         &peer->requests_slot)
                     != NGX_OK)
@@ -826,10 +890,8 @@ ngx_http_health_add_peers(ngx_conf_t *cf, ngx_http_health_main_conf_t *hmcf)
                     return NGX_ERROR;
                 }
 
-                if (ngx_http_health_add(cf, "nginx_upstream_peer_up",
-                                        "Whether nginx's passive checks in "
-                                        "this worker see the peer up (1) "
-                                        "or down (0).",
+                if (ngx_http_health_add(cf, NGX_HTTP_HEALTH_PEER_UP,
+                                        NGX_HTTP_HEALTH_PEER_UP_HELP,
                                         NGX_HTTP_SCALE_GAUGE, &labels,
                                         &peer->up_slot)
                     != NGX_OK)

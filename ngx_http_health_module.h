@@ -61,6 +61,7 @@ typedef struct {
     ngx_uint_t                       draining;
 
     ngx_http_scale_series_t        **order;        /* series by family */
+    ngx_uint_t                       norder;
 } ngx_http_health_main_conf_t;
 
 

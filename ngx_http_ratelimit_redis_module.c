@@ -197,6 +197,12 @@ static ngx_str_t  ngx_http_ratelimit_redis_results[] = {
 };
 
 
+static ngx_str_t  ngx_http_ratelimit_redis_family =
+    ngx_string("nginx_ratelimit_redis_requests_total");
+static ngx_str_t  ngx_http_ratelimit_redis_help =
+    ngx_string("Requests checked by ratelimit_redis, by zone and result.");
+
+
 static ngx_int_t
 ngx_http_ratelimit_redis_handler(ngx_http_request_t *r)
 {
@@ -948,11 +954,6 @@ ngx_http_ratelimit_redis_add_series(ngx_conf_t *cf,
     ngx_str_t   name, labels;
     ngx_uint_t  i;
 
-    static ngx_str_t  family = ngx_string(
-                                     "nginx_ratelimit_redis_requests_total");
-    static ngx_str_t  help = ngx_string(
-                  "Requests checked by ratelimit_redis, by zone and result.");
-
     if (ngx_http_scale_label_escape(cf->pool, &zone->name, &name) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -970,7 +971,8 @@ ngx_http_ratelimit_redis_add_series(ngx_conf_t *cf,
                                  &name, &ngx_http_ratelimit_redis_results[i])
                      - labels.data;
 
-        slot = ngx_http_scale_series_add(cf, &family, &help,
+        slot = ngx_http_scale_series_add(cf, &ngx_http_ratelimit_redis_family,
+                                         &ngx_http_ratelimit_redis_help,
                                          NGX_HTTP_SCALE_COUNTER, &labels);
         if (slot == NGX_ERROR) {
             return NGX_ERROR;
@@ -1112,6 +1114,14 @@ ngx_http_ratelimit_redis_init(ngx_conf_t *cf)
     ngx_http_handler_pt                   *h;
     ngx_http_core_main_conf_t             *cmcf;
     ngx_http_ratelimit_redis_main_conf_t  *rmcf;
+
+    if (ngx_http_scale_family_add(cf, &ngx_http_ratelimit_redis_family,
+                                  &ngx_http_ratelimit_redis_help,
+                                  NGX_HTTP_SCALE_COUNTER)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     rmcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_ratelimit_redis_module);

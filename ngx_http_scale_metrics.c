@@ -97,6 +97,13 @@ ngx_http_scale_metrics_init_conf(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
+    if (ngx_array_init(&mcf->families, cf->pool, 16,
+                       sizeof(ngx_http_scale_series_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     mcf->nslots = 1;                       /* the overflow slot */
     mcf->zone_size = NGX_CONF_UNSET_SIZE;
     mcf->pool = cf->pool;
@@ -425,6 +432,40 @@ ngx_http_scale_series_add(ngx_conf_t *cf, ngx_str_t *family, ngx_str_t *help,
 
 
 ngx_int_t
+ngx_http_scale_family_add(ngx_conf_t *cf, ngx_str_t *family, ngx_str_t *help,
+    ngx_uint_t type)
+{
+    ngx_uint_t                      i;
+    ngx_http_scale_series_t        *s;
+    ngx_http_scale_metrics_conf_t  *mcf;
+
+    mcf = ngx_http_scale_metrics_conf(cf);
+    s = mcf->families.elts;
+
+    for (i = 0; i < mcf->families.nelts; i++) {
+        if (s[i].family.len == family->len
+            && ngx_strncmp(s[i].family.data, family->data, family->len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    s = ngx_array_push(&mcf->families);
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(s, sizeof(ngx_http_scale_series_t));
+
+    s->family = *family;
+    s->help = *help;
+    s->type = type;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
 ngx_http_scale_worker_gauge_add(ngx_conf_t *cf, ngx_str_t *family,
     ngx_str_t *help, ngx_str_t *count_family, ngx_str_t *count_help,
     ngx_str_t *labels)
@@ -612,6 +653,17 @@ ngx_http_scale_series(ngx_cycle_t *cycle)
     mcf = ngx_http_scale_metrics_cycle_conf(cycle);
 
     return mcf ? &mcf->series : NULL;
+}
+
+
+ngx_array_t *
+ngx_http_scale_families(ngx_cycle_t *cycle)
+{
+    ngx_http_scale_metrics_conf_t  *mcf;
+
+    mcf = ngx_http_scale_metrics_cycle_conf(cycle);
+
+    return mcf ? &mcf->families : NULL;
 }
 
 

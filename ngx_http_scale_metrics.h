@@ -20,6 +20,7 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                      series;       /* of series_t */
+    ngx_array_t                      families;     /* of series_t, declared */
     ngx_uint_t                       nslots;       /* registration slots */
     ngx_pool_t                      *pool;
     ngx_cycle_t                     *cycle;

@@ -224,6 +224,15 @@ ngx_int_t ngx_http_scale_series_add(ngx_conf_t *cf, ngx_str_t *family,
     ngx_str_t *help, ngx_uint_t type, ngx_str_t *labels);
 
 /*
+ * Declares a family a module serves, whether or not it has series in this
+ * configuration (a module not configured, no upstream yet): /metrics names
+ * every family (HELP and TYPE), so dashboards and alert rules written for
+ * the whole module always refer to served families.
+ */
+ngx_int_t ngx_http_scale_family_add(ngx_conf_t *cf, ngx_str_t *family,
+    ngx_str_t *help, ngx_uint_t type);
+
+/*
  * A gauge each worker process sets for itself, for state that is per
  * worker (its connection to a Redis pool).  family shows the lowest value
  * among the workers of the running configuration, a worker that has not
@@ -241,6 +250,8 @@ void ngx_http_scale_histogram_observe(ngx_uint_t slot, uint64_t us);
 
 /* reading, for the renderer */
 ngx_array_t *ngx_http_scale_series(ngx_cycle_t *cycle);   /* of series_t */
+/* of series_t with neither labels nor slot (0): the declared families */
+ngx_array_t *ngx_http_scale_families(ngx_cycle_t *cycle);
 /* a worker gauge's slot reads as the lowest value, its count's as the count */
 ngx_atomic_int_t ngx_http_scale_slot_value(ngx_uint_t slot);
 /* 0 for the slots of series that did not fit the zone */

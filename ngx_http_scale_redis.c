@@ -111,6 +111,36 @@ static const char  *ngx_http_scale_redis_kind_names[] = {
     "ok", "connect", "timeout", "reply", "protocol"
 };
 
+/* the families of every pool, declared also where no pool is defined */
+enum {
+    NGX_HTTP_SCALE_REDIS_UP = 0,
+    NGX_HTTP_SCALE_REDIS_UP_WORKERS,
+    NGX_HTTP_SCALE_REDIS_COMMANDS,
+    NGX_HTTP_SCALE_REDIS_ERRORS,
+    NGX_HTTP_SCALE_REDIS_DURATION,
+    NGX_HTTP_SCALE_REDIS_NFAMILIES
+};
+
+static ngx_http_scale_series_t  ngx_http_scale_redis_families[] = {
+    { ngx_string("nginx_redis_up"),
+      ngx_string("1 while the connection of every worker process to the "
+                 "pool answers PING, else 0."),
+      ngx_null_string, NGX_HTTP_SCALE_WORKER_GAUGE, 0 },
+    { ngx_string("nginx_redis_up_workers"),
+      ngx_string("Worker processes whose connection to the pool answers "
+                 "PING."),
+      ngx_null_string, NGX_HTTP_SCALE_WORKER_COUNT, 0 },
+    { ngx_string("nginx_redis_commands_total"),
+      ngx_string("Commands sent to the pool."),
+      ngx_null_string, NGX_HTTP_SCALE_COUNTER, 0 },
+    { ngx_string("nginx_redis_errors_total"),
+      ngx_string("Commands that failed, by kind of failure."),
+      ngx_null_string, NGX_HTTP_SCALE_COUNTER, 0 },
+    { ngx_string("nginx_redis_command_duration_seconds"),
+      ngx_string("Round trip time of commands to the pool."),
+      ngx_null_string, NGX_HTTP_SCALE_HISTOGRAM, 0 }
+};
+
 /* what a handshake reply answers (its privdata points here) */
 #define NGX_HTTP_SCALE_REDIS_STEP_SETUP      0     /* AUTH, SELECT */
 #define NGX_HTTP_SCALE_REDIS_STEP_ROLE       1
@@ -2060,7 +2090,18 @@ ngx_int_t
 ngx_http_scale_redis_init_conf(ngx_conf_t *cf, ngx_http_scale_redis_conf_t *rcf)
 {
     ngx_uint_t                     i;
+    ngx_http_scale_series_t       *f;
     ngx_http_scale_redis_pool_t  **pools;
+
+    f = ngx_http_scale_redis_families;
+
+    for (i = 0; i < NGX_HTTP_SCALE_REDIS_NFAMILIES; i++) {
+        if (ngx_http_scale_family_add(cf, &f[i].family, &f[i].help, f[i].type)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
 
     pools = rcf->pools.elts;
 
@@ -2085,28 +2126,10 @@ static ngx_int_t
 ngx_http_scale_redis_add_series(ngx_conf_t *cf,
     ngx_http_scale_redis_pool_t *pool)
 {
-    ngx_int_t   slot;
-    ngx_str_t   name, labels;
-    ngx_uint_t  k;
-
-    static ngx_str_t  up = ngx_string("nginx_redis_up");
-    static ngx_str_t  up_help = ngx_string(
-                          "1 while the connection of every worker process "
-                          "to the pool answers PING, else 0.");
-    static ngx_str_t  up_workers = ngx_string("nginx_redis_up_workers");
-    static ngx_str_t  up_workers_help = ngx_string(
-                          "Worker processes whose connection to the pool "
-                          "answers PING.");
-    static ngx_str_t  commands = ngx_string("nginx_redis_commands_total");
-    static ngx_str_t  commands_help = ngx_string(
-                          "Commands sent to the pool.");
-    static ngx_str_t  errors = ngx_string("nginx_redis_errors_total");
-    static ngx_str_t  errors_help = ngx_string(
-                          "Commands that failed, by kind of failure.");
-    static ngx_str_t  duration = ngx_string(
-                          "nginx_redis_command_duration_seconds");
-    static ngx_str_t  duration_help = ngx_string(
-                          "Round trip time of commands to the pool.");
+    ngx_int_t                 slot;
+    ngx_str_t                 name, labels;
+    ngx_uint_t                k;
+    ngx_http_scale_series_t  *f;
 
     if (ngx_http_scale_label_escape(cf->pool, &pool->name, &name) != NGX_OK) {
         return NGX_ERROR;
@@ -2119,16 +2142,24 @@ ngx_http_scale_redis_add_series(ngx_conf_t *cf,
 
     labels.len = ngx_sprintf(labels.data, "pool=\"%V\"", &name) - labels.data;
 
+    f = ngx_http_scale_redis_families;
+
     /* each worker sets its own; nginx_redis_up is 1 when all of them are */
-    slot = ngx_http_scale_worker_gauge_add(cf, &up, &up_help, &up_workers,
-                                           &up_workers_help, &labels);
+
+    slot = ngx_http_scale_worker_gauge_add(cf,
+               &f[NGX_HTTP_SCALE_REDIS_UP].family,
+               &f[NGX_HTTP_SCALE_REDIS_UP].help,
+               &f[NGX_HTTP_SCALE_REDIS_UP_WORKERS].family,
+               &f[NGX_HTTP_SCALE_REDIS_UP_WORKERS].help, &labels);
     if (slot == NGX_ERROR) {
         return NGX_ERROR;
     }
 
     pool->up_slot = slot;
 
-    slot = ngx_http_scale_series_add(cf, &commands, &commands_help,
+    slot = ngx_http_scale_series_add(cf,
+                                     &f[NGX_HTTP_SCALE_REDIS_COMMANDS].family,
+                                     &f[NGX_HTTP_SCALE_REDIS_COMMANDS].help,
                                      NGX_HTTP_SCALE_COUNTER, &labels);
     if (slot == NGX_ERROR) {
         return NGX_ERROR;
@@ -2136,7 +2167,9 @@ ngx_http_scale_redis_add_series(ngx_conf_t *cf,
 
     pool->commands_slot = slot;
 
-    slot = ngx_http_scale_series_add(cf, &duration, &duration_help,
+    slot = ngx_http_scale_series_add(cf,
+                                     &f[NGX_HTTP_SCALE_REDIS_DURATION].family,
+                                     &f[NGX_HTTP_SCALE_REDIS_DURATION].help,
                                      NGX_HTTP_SCALE_HISTOGRAM, &labels);
     if (slot == NGX_ERROR) {
         return NGX_ERROR;
@@ -2155,7 +2188,9 @@ ngx_http_scale_redis_add_series(ngx_conf_t *cf,
                                  &name, ngx_http_scale_redis_kind_names[k])
                      - labels.data;
 
-        slot = ngx_http_scale_series_add(cf, &errors, &errors_help,
+        slot = ngx_http_scale_series_add(cf,
+                                         &f[NGX_HTTP_SCALE_REDIS_ERRORS].family,
+                                         &f[NGX_HTTP_SCALE_REDIS_ERRORS].help,
                                          NGX_HTTP_SCALE_COUNTER, &labels);
         if (slot == NGX_ERROR) {
             return NGX_ERROR;

@@ -275,6 +275,12 @@ static ngx_str_t  ngx_http_session_redis_results[] = {
 };
 
 
+static ngx_str_t  ngx_http_session_redis_family =
+    ngx_string("nginx_session_redis_requests_total");
+static ngx_str_t  ngx_http_session_redis_help =
+    ngx_string("Requests checked by session_redis, by result.");
+
+
 static ngx_http_variable_t  ngx_http_session_redis_vars[] = {
 
     { ngx_string("session_redis_status"), NULL,
@@ -1299,11 +1305,6 @@ ngx_http_session_redis_add_series(ngx_conf_t *cf,
     ngx_str_t   labels;
     ngx_uint_t  i;
 
-    static ngx_str_t  family = ngx_string(
-                                     "nginx_session_redis_requests_total");
-    static ngx_str_t  help = ngx_string(
-                               "Requests checked by session_redis, by result.");
-
     for (i = NGX_HTTP_SESSION_REDIS_VALID;
          i < NGX_HTTP_SESSION_REDIS_NRESULTS;
          i++)
@@ -1317,7 +1318,8 @@ ngx_http_session_redis_add_series(ngx_conf_t *cf,
                                  &ngx_http_session_redis_results[i])
                      - labels.data;
 
-        slot = ngx_http_scale_series_add(cf, &family, &help,
+        slot = ngx_http_scale_series_add(cf, &ngx_http_session_redis_family,
+                                         &ngx_http_session_redis_help,
                                          NGX_HTTP_SCALE_COUNTER, &labels);
         if (slot == NGX_ERROR) {
             return NGX_ERROR;
@@ -1336,6 +1338,14 @@ ngx_http_session_redis_init(ngx_conf_t *cf)
     ngx_http_handler_pt                 *h;
     ngx_http_core_main_conf_t           *cmcf;
     ngx_http_session_redis_main_conf_t  *smcf;
+
+    if (ngx_http_scale_family_add(cf, &ngx_http_session_redis_family,
+                                  &ngx_http_session_redis_help,
+                                  NGX_HTTP_SCALE_COUNTER)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     smcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_session_redis_module);

@@ -117,7 +117,7 @@ Time::HiRes::sleep(1.2);
 
 
 
-=== TEST 2: every family of DESIGN.md that this configuration has
+=== TEST 2: every family of DESIGN.md; those without series here still named
 --- http_config
     redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
     upstream app { server 127.0.0.1:$AppPort1; }
@@ -153,6 +153,8 @@ nginx_http_requests_total\{status="2xx"\} 1
 nginx_http_requests_total\{status="3xx"\} 0
 nginx_http_requests_total\{status="4xx"\} 0
 nginx_http_requests_total\{status="5xx"\} 0
+# HELP nginx_ratelimit_redis_requests_total .*
+# TYPE nginx_ratelimit_redis_requests_total counter
 # HELP nginx_redis_command_duration_seconds .*
 # TYPE nginx_redis_command_duration_seconds histogram
 (?:nginx_redis_command_duration_seconds_bucket\{pool="main",le="[0-9.]+"\} \d+
@@ -177,6 +179,8 @@ nginx_redis_up_workers\{pool="main"\} [01]
 # HELP nginx_scale_info .*
 # TYPE nginx_scale_info gauge
 nginx_scale_info\{version="\d+\.\d+\.\d+"\} 1
+# HELP nginx_session_redis_requests_total .*
+# TYPE nginx_session_redis_requests_total counter
 # HELP nginx_upstream_peer_requests_total .*
 # TYPE nginx_upstream_peer_requests_total counter
 nginx_upstream_peer_requests_total\{upstream="app",peer="127.0.0.1:$main::Ports[0]"\} 0
