@@ -23,7 +23,7 @@
 /* longer cookie values are invalid without being looked at */
 #define NGX_HTTP_SESSION_REDIS_VALUE_MAX  4096
 /* such a value decoded: each byte may become two */
-#define NGX_HTTP_SESSION_REDIS_DECODED_MAX  (2 * NGX_HTTP_SESSION_REDIS_VALUE_MAX)
+#define NGX_HTTP_SESSION_REDIS_DECODED_MAX  8192
 /* session ids, after URL decoding, in UTF-8 bytes */
 #define NGX_HTTP_SESSION_REDIS_ID_MAX     128
 

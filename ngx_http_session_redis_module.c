@@ -79,8 +79,8 @@ typedef struct {
     ngx_int_t                           rc;        /* for the phase engine */
     unsigned                            waiting:1;
     unsigned                            done:1;
-    unsigned                            read:1;    /* cookie and id */
-    ngx_uint_t                          cookie;    /* 0: well-formed */
+    unsigned                            read:1;    /* cookie_status, id */
+    ngx_uint_t                          cookie_status;   /* 0: well-formed */
     ngx_str_t                           id;
     ngx_str_t                           key;
     ngx_http_session_redis_loc_conf_t  *conf;
@@ -399,9 +399,9 @@ ngx_http_session_redis_start(ngx_http_request_t *r,
     ctx->conf = slcf;
     ctx->done = 1;
 
-    if (ctx->cookie) {
+    if (ctx->cookie_status) {
         /* MISSING or INVALID: Redis is not asked */
-        return ngx_http_session_redis_done(r, ctx, ctx->cookie);
+        return ngx_http_session_redis_done(r, ctx, ctx->cookie_status);
     }
 
     ctx->key.len = slcf->prefix.len + ctx->id.len;
@@ -448,7 +448,7 @@ ngx_http_session_redis_start(ngx_http_request_t *r,
 
 
 /*
- * The cookie as express-session reads it, and its id: ctx->cookie is 0
+ * The cookie as express-session reads it, and its id: cookie_status is 0
  * for a well-formed (and, with express, signed) cookie, else MISSING or
  * INVALID.  NGX_ERROR on an allocation failure.
  */
@@ -474,7 +474,7 @@ ngx_http_session_redis_read(ngx_http_request_t *r,
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "session_redis: no \"%V\" cookie", &slcf->cookie);
 
-        ctx->cookie = NGX_HTTP_SESSION_REDIS_MISSING;
+        ctx->cookie_status = NGX_HTTP_SESSION_REDIS_MISSING;
         return NGX_OK;
     }
 
@@ -509,7 +509,7 @@ ngx_http_session_redis_read(ngx_http_request_t *r,
                       "session_redis: client sent invalid \"%V\" cookie",
                       &slcf->cookie);
 
-        ctx->cookie = NGX_HTTP_SESSION_REDIS_INVALID;
+        ctx->cookie_status = NGX_HTTP_SESSION_REDIS_INVALID;
         return NGX_OK;
     }
 
@@ -517,7 +517,7 @@ ngx_http_session_redis_read(ngx_http_request_t *r,
                    "session_redis: \"%V\" cookie names a session of %uz "
                    "bytes", &slcf->cookie, ctx->id.len);
 
-    ctx->cookie = 0;
+    ctx->cookie_status = 0;
 
     return NGX_OK;
 }
@@ -834,8 +834,12 @@ ngx_http_session_redis_render(ngx_http_request_t *r, ngx_str_t *node,
         break;
 
     case NGX_HTTP_SESSION_REDIS_JSON_TRUE:
+        ngx_str_set(value, "true");
+        return NGX_OK;
+
     case NGX_HTTP_SESSION_REDIS_JSON_FALSE:
-        *value = *node;
+        /* not node: the reply is freed when the callback returns */
+        ngx_str_set(value, "false");
         return NGX_OK;
 
     default: /* OBJECT, ARRAY */
