@@ -494,6 +494,9 @@ ngx_http_session_redis_read(ngx_http_request_t *r,
         if (rc == NGX_OK) {
             p = ngx_pnalloc(r->pool, ctx->id.len);
             if (p == NULL) {
+                /* not read: id pointed to the stack */
+                ctx->read = 0;
+                ngx_str_null(&ctx->id);
                 return NGX_ERROR;
             }
 
