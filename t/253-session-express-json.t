@@ -100,7 +100,60 @@ my $Cookie = '"cookie":{"originalMaxAge":3600000,'
 my $CookieJs = '{originalMaxAge: 3600000, expires: "2099-01-01T00:00:00.000Z",'
     . ' httpOnly: true, path: "/"}';
 
-open my $vc, '>', "$work/values.conf" or die; close $vc;
+# the values session (checked at the end): its location goes into the
+# config from the start.  Numbers: a table, the tricky ones of
+# Number.prototype.toString, and random doubles, each as a literal the way
+# JSON may write it
+my @nums = qw(
+    0 -0 0.0 1 -1 1.0 1.5 100 1e2 1E2 1e+2 1.5e-7 -1.5e-7 0.00001 0.000001
+    1e-6 1e-7 1.2e-6 1e20 1e21 1e22 1e23 123456789012345680000
+    123456789012345678901 1.25e21 0.1 0.30000000000000004 4.35 0.000001234
+    1.2345678901234567e-7 12345678.9 5e-324 2.2250738585072014e-308
+    2.2250738585072009e-308 1.7976931348623157e308 9007199254740991
+    9007199254740992 9007199254740993 9223372036854775807
+    9223372036854775808 -9223372036854775808 18446744073709551616
+    4294967296.5 0.1e1 25e-1 8.98846567431158e307 9.5367431640625e-7 5e-7
+    3e-6 1e400 -1e400 1e-400 -1e-400 123e-20 1.0000000000000002
+    0.9999999999999999 2e-323 4.9406564584124654e-324
+);
+srand(253);
+for (1 .. 80) {
+    my $v;
+    do { $v = unpack('d', pack('Q', int(rand(2 ** 32)) * 2 ** 32 + int(rand(2 ** 32)))) }
+        until $v == $v && $v - $v == 0;    # finite
+    push @nums, sprintf('%.17g', $v);
+}
+for (1 .. 20) {                             # near powers of two
+    my $e = int(rand(2000)) - 1000;
+    push @nums, sprintf('%.17g', 2 ** $e), sprintf('%.17g', 2 ** $e * (1 + 2 ** -52));
+}
+
+my @objs = (
+    '{"b":1,"a":[1.5e-7,"x"],"2":true,"10":null,"1":{"z":1e21},"b":2,"":0,'
+        . '"01":3,"4294967295":4,"4294967294":5,"-1":6,"__proto__":7}',
+    '[1.5e-7,1e21,-0,0.1,1e400,-1e400,true,false,null,[],{}]',
+    '["\"\\\\\/\b\f\n\r\t\u0001\u001f\u2028\ud83d\ude00\ud83d\udc00x\udc00","\u00e9\u0000"]',
+    '{"k\u0000":"v","\ud800":1,"\u00e9":2}',
+);
+
+my $session = '{' . $Cookie . ',"user":{"id":"alice","name":"Al\ud83dce",'
+    . '"flash":"\ud83d x","note":"x\u0000y",' . "\"bad\":\"\xff\xc3x\"},"
+    . '"n":[' . join(',', @nums) . '],"o":[' . join(',', @objs) . ']}';
+redis_cmd('SET', 'sess:t253values', $session, 'EX', '3600');
+
+my @paths = ((map { "n.$_" } 0 .. $#nums), (map { "o.$_" } 0 .. $#objs),
+             qw(user.name user.flash user.note user.bad user));
+
+open my $vc, '>', "$work/values.conf" or die;
+print $vc "location /values {\n"
+    . "    session_redis main;\n    session_redis_format express;\n"
+    . "    session_redis_cookie connect.sid;\n    session_redis_secret \"$secret\";\n";
+for my $j (0 .. $#paths) {
+    print $vc "    session_redis_set \$v$j $paths[$j];\n"
+        . "    add_header X-V$j \"[\$v$j]\" always;\n";
+}
+print $vc "    empty_gif;\n}\n";
+close $vc;
 
 my $port = free_port();
 my $d = start_nginx('json', <<"_EOC_");
@@ -233,61 +286,6 @@ ok(errlog_has($d, qr/session in redis pool "main" cannot be decoded/),
 ok(!errlog_has($d, qr/is not a JSON object/), 'and not the misleading one');
 
 # ------------------------------------ values as JavaScript renders them --
-
-# numbers: a table, the tricky ones of Number.prototype.toString, and
-# random doubles, each as a literal the way JSON may write it
-my @nums = qw(
-    0 -0 0.0 1 -1 1.0 1.5 100 1e2 1E2 1e+2 1.5e-7 -1.5e-7 0.00001 0.000001
-    1e-6 1e-7 1.2e-6 1e20 1e21 1e22 1e23 123456789012345680000
-    123456789012345678901 1.25e21 0.1 0.30000000000000004 4.35 0.000001234
-    1.2345678901234567e-7 12345678.9 5e-324 2.2250738585072014e-308
-    2.2250738585072009e-308 1.7976931348623157e308 9007199254740991
-    9007199254740992 9007199254740993 9223372036854775807
-    9223372036854775808 -9223372036854775808 18446744073709551616
-    4294967296.5 0.1e1 25e-1 8.98846567431158e307 9.5367431640625e-7 5e-7
-    3e-6 1e400 -1e400 1e-400 -1e-400 123e-20 1.0000000000000002
-    0.9999999999999999 2e-323 4.9406564584124654e-324
-);
-srand(253);
-for (1 .. 80) {
-    my $v;
-    do { $v = unpack('d', pack('Q', int(rand(2 ** 32)) * 2 ** 32 + int(rand(2 ** 32)))) }
-        until $v == $v && $v - $v == 0;    # finite
-    push @nums, sprintf('%.17g', $v);
-}
-for (1 .. 20) {                             # near powers of two
-    my $e = int(rand(2000)) - 1000;
-    push @nums, sprintf('%.17g', 2 ** $e), sprintf('%.17g', 2 ** $e * (1 + 2 ** -52));
-}
-
-my @objs = (
-    '{"b":1,"a":[1.5e-7,"x"],"2":true,"10":null,"1":{"z":1e21},"b":2,"":0,'
-        . '"01":3,"4294967295":4,"4294967294":5,"-1":6,"__proto__":7}',
-    '[1.5e-7,1e21,-0,0.1,1e400,-1e400,true,false,null,[],{}]',
-    '["\"\\\\\/\b\f\n\r\t\u0001\u001f\u2028\ud83d\ude00\ud83d\udc00x\udc00","\u00e9\u0000"]',
-    '{"k\u0000":"v","\ud800":1,"\u00e9":2}',
-);
-
-my $session = '{' . $Cookie . ',"user":{"id":"alice","name":"Al\ud83dce",'
-    . '"flash":"\ud83d x","note":"x\u0000y",' . "\"bad\":\"\xff\xc3x\"},"
-    . '"n":[' . join(',', @nums) . '],"o":[' . join(',', @objs) . ']}';
-redis_cmd('SET', 'sess:t253values', $session, 'EX', '3600');
-
-my @paths = ((map { "n.$_" } 0 .. $#nums), (map { "o.$_" } 0 .. $#objs),
-             qw(user.name user.flash user.note user.bad user));
-
-open $vc, '>', "$work/values.conf" or die;
-print $vc "location /values {\n"
-    . "    session_redis main;\n    session_redis_format express;\n"
-    . "    session_redis_cookie connect.sid;\n    session_redis_secret \"$secret\";\n";
-for my $j (0 .. $#paths) {
-    print $vc "    session_redis_set \$v$j $paths[$j];\n"
-        . "    add_header X-V$j \"[\$v$j]\" always;\n";
-}
-print $vc "    empty_gif;\n}\n";
-close $vc;
-nginx_signal($d, 'reload');
-sleep 1;
 
 # node: the UTF-8 bytes (hex) of what each path is to JavaScript
 open my $js, '>', "$work/values.js" or die;
