@@ -137,7 +137,7 @@ my @objs = (
 );
 
 my $session = '{' . $Cookie . ',"user":{"id":"alice","name":"Al\ud83dce",'
-    . '"flash":"\ud83d x","note":"x\u0000y",' . "\"bad\":\"\xff\xc3x\"},"
+    . '"flash":"\ud83d x","note":"x\u0000y",' . "\"bad\":\"\xff\xc3x\xf0\x9f\x98y\xe0\x80z\xed\xa0\x80w\xf4\x90\x80\x80v\"},"
     . '"n":[' . join(',', @nums) . '],"o":[' . join(',', @objs) . ']}';
 redis_cmd('SET', 'sess:t253values', $session, 'EX', '3600');
 
