@@ -6,24 +6,25 @@
  * express-session does (express); the session is the JSON document that
  * connect-redis stores under the key prefix and the id.  One GET, or one
  * script doing GET and PEXPIRE (session_redis_touch), per request checked.
+ * The verdict is express-session's on the same request: the cookie is read
+ * as its parser reads it (ngx_http_session_redis_cookie.c), Redis's TTL is
+ * the authority on expiry (with rolling sessions the stored cookie.expires
+ * lags behind it), and the stored value is read as JSON.parse reads it.
  *
  * Statuses:
- *   VALID    the session exists and its cookie.expires is not past
+ *   VALID    Redis has the session, and express-session would use it
  *   MISSING  no cookie (or an empty one), or Redis has no such session
- *   INVALID  a malformed or forged cookie (never sent to Redis), or a
- *            stored value that is not a JSON object
- *   EXPIRED  the session exists but its cookie.expires is past
- *   ERROR    Redis failed: unreachable, timeout, error reply, wrong type
- *
- * Of several cookies with the configured name the first one counts, as
- * with nginx's $cookie_NAME and express's cookie parser.
+ *            (or holds "", null, false, 0: express finds none either)
+ *   INVALID  a malformed or forged cookie, never sent to Redis
+ *   EXPIRED  not set: Redis drops an expired session, that is MISSING
+ *   ERROR    Redis failed (unreachable, timeout, error reply, wrong type),
+ *            or what it holds cannot be a session (not JSON, not an
+ *            object, no "cookie" object): express fails the request too
  */
 
 
 #include "ngx_http_scale_module.h"
 #include "ngx_http_session_redis_cookie.h"
-
-#include <jansson.h>
 
 
 #define NGX_HTTP_SESSION_REDIS_VALID       1
@@ -38,6 +39,10 @@
 
 /* segments of a session_redis_set path */
 #define NGX_HTTP_SESSION_REDIS_PATH_MAX    16
+
+/* objects and arrays a variable takes: JSON text and nesting, at most */
+#define NGX_HTTP_SESSION_REDIS_RENDER_MAX  4096
+#define NGX_HTTP_SESSION_REDIS_RENDER_DEPTH  64
 
 
 typedef struct {
@@ -70,10 +75,12 @@ typedef struct {
 
 
 typedef struct {
-    ngx_uint_t                          status;
+    ngx_uint_t                          status;    /* 0: no verdict yet */
     ngx_int_t                           rc;        /* for the phase engine */
     unsigned                            waiting:1;
     unsigned                            done:1;
+    unsigned                            read:1;    /* cookie_status, id */
+    ngx_uint_t                          cookie_status;   /* 0: well-formed */
     ngx_str_t                           id;
     ngx_str_t                           key;
     ngx_http_session_redis_loc_conf_t  *conf;
@@ -89,17 +96,22 @@ static ngx_uint_t ngx_http_session_redis_same_source(
 static ngx_int_t ngx_http_session_redis_verdict(ngx_uint_t status,
     ngx_http_session_redis_loc_conf_t *slcf);
 static ngx_int_t ngx_http_session_redis_start(ngx_http_request_t *r,
-    ngx_http_session_redis_loc_conf_t *slcf);
-static ngx_int_t ngx_http_session_redis_cookie(ngx_http_request_t *r,
+    ngx_http_session_redis_loc_conf_t *slcf,
     ngx_http_session_redis_ctx_t *ctx);
+static ngx_int_t ngx_http_session_redis_read(ngx_http_request_t *r,
+    ngx_http_session_redis_ctx_t *ctx);
+static ngx_int_t ngx_http_session_redis_find(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_str_t *value);
 static void ngx_http_session_redis_reply(ngx_http_request_t *r, void *data,
     ngx_int_t rc, redisReply *reply);
 static ngx_uint_t ngx_http_session_redis_session(ngx_http_request_t *r,
     ngx_http_session_redis_ctx_t *ctx, u_char *data, size_t len);
+static const char *ngx_http_session_redis_express(ngx_str_t *session);
 static ngx_int_t ngx_http_session_redis_set_vars(ngx_http_request_t *r,
-    ngx_http_session_redis_loc_conf_t *slcf, json_t *session);
+    ngx_http_session_redis_loc_conf_t *slcf, ngx_str_t *session);
 static ngx_int_t ngx_http_session_redis_render(ngx_http_request_t *r,
-    json_t *node, ngx_str_t *value);
+    ngx_str_t *node, ngx_str_t *value);
+static ngx_uint_t ngx_http_session_redis_header_safe(u_char *p, size_t len);
 static ngx_int_t ngx_http_session_redis_done(ngx_http_request_t *r,
     ngx_http_session_redis_ctx_t *ctx, ngx_uint_t status);
 static ngx_int_t ngx_http_session_redis_status_variable(
@@ -307,11 +319,11 @@ ngx_http_session_redis_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_scale_get_ctx(r, &ngx_http_session_redis_module);
 
-    if (ctx) {
-        if (ctx->waiting) {
-            return NGX_AGAIN;
-        }
+    if (ctx && ctx->waiting) {
+        return NGX_AGAIN;
+    }
 
+    if (ctx && ctx->status) {
         if (!ctx->done) {
             /* the verdict that the reply brought, returned once */
             ctx->done = 1;
@@ -330,7 +342,9 @@ ngx_http_session_redis_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (ctx && ngx_http_session_redis_same_source(ctx->conf, slcf)) {
+    if (ctx && ctx->status
+        && ngx_http_session_redis_same_source(ctx->conf, slcf))
+    {
         /*
          * An internal redirect (try_files, X-Accel-Redirect) to a location
          * that looks at the same session: its own rules decide.
@@ -338,7 +352,8 @@ ngx_http_session_redis_handler(ngx_http_request_t *r)
         return ngx_http_session_redis_verdict(ctx->status, slcf);
     }
 
-    return ngx_http_session_redis_start(r, slcf);
+    /* a ctx without a verdict: $session_redis_id read the cookie already */
+    return ngx_http_session_redis_start(r, slcf, ctx);
 }
 
 
@@ -361,35 +376,38 @@ ngx_http_session_redis_same_source(ngx_http_session_redis_loc_conf_t *one,
 
 static ngx_int_t
 ngx_http_session_redis_start(ngx_http_request_t *r,
-    ngx_http_session_redis_loc_conf_t *slcf)
+    ngx_http_session_redis_loc_conf_t *slcf, ngx_http_session_redis_ctx_t *ctx)
 {
-    u_char                        *p;
-    ngx_int_t                      rc;
-    ngx_http_session_redis_ctx_t  *ctx;
+    u_char     *p;
+    ngx_int_t   rc;
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_session_redis_ctx_t));
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ctx == NULL || ctx->status) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_session_redis_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_scale_set_ctx(r, ctx, &ngx_http_session_redis_module)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
-    if (ngx_http_scale_set_ctx(r, ctx, &ngx_http_session_redis_module)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (!ctx->read || !ngx_http_session_redis_same_source(ctx->conf, slcf)) {
+        ctx->conf = slcf;
+
+        if (ngx_http_session_redis_read(r, ctx) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     ctx->conf = slcf;
     ctx->done = 1;
 
-    rc = ngx_http_session_redis_cookie(r, ctx);
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc != NGX_OK) {
+    if (ctx->cookie_status) {
         /* MISSING or INVALID: Redis is not asked */
-        return ngx_http_session_redis_done(r, ctx, rc);
+        return ngx_http_session_redis_done(r, ctx, ctx->cookie_status);
     }
 
     ctx->key.len = slcf->prefix.len + ctx->id.len;
@@ -435,38 +453,35 @@ ngx_http_session_redis_start(ngx_http_request_t *r,
 }
 
 
-/* returns NGX_OK with ctx->id, a status, or NGX_ERROR */
+/*
+ * The cookie as express-session reads it, and its id: cookie_status is 0
+ * for a well-formed (and, with express, signed) cookie, else MISSING or
+ * INVALID.  NGX_ERROR on an allocation failure.
+ */
 
 static ngx_int_t
-ngx_http_session_redis_cookie(ngx_http_request_t *r,
+ngx_http_session_redis_read(ngx_http_request_t *r,
     ngx_http_session_redis_ctx_t *ctx)
 {
     u_char                             *p;
-    u_char                              buf[NGX_HTTP_SESSION_REDIS_VALUE_MAX];
+    u_char                              buf[NGX_HTTP_SESSION_REDIS_DECODED_MAX];
     ngx_int_t                           rc;
     ngx_str_t                           value;
     ngx_http_session_redis_loc_conf_t  *slcf;
 
     slcf = ctx->conf;
 
-#if (nginx_version >= 1023000)
-    if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie,
-                                          &slcf->cookie, &value)
-        == NULL)
-    {
-        return NGX_HTTP_SESSION_REDIS_MISSING;
-    }
-#else
-    if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies,
-                                          &slcf->cookie, &value)
-        == NGX_DECLINED)
-    {
-        return NGX_HTTP_SESSION_REDIS_MISSING;
-    }
-#endif
+    ctx->read = 1;
+    ngx_str_null(&ctx->id);
 
-    if (value.len == 0) {
-        return NGX_HTTP_SESSION_REDIS_MISSING;
+    if (ngx_http_session_redis_find(r, &slcf->cookie, &value) != NGX_OK
+        || value.len == 0)
+    {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "session_redis: no \"%V\" cookie", &slcf->cookie);
+
+        ctx->cookie_status = NGX_HTTP_SESSION_REDIS_MISSING;
+        return NGX_OK;
     }
 
     if (slcf->format == NGX_HTTP_SESSION_REDIS_PLAIN) {
@@ -485,6 +500,9 @@ ngx_http_session_redis_cookie(ngx_http_request_t *r,
         if (rc == NGX_OK) {
             p = ngx_pnalloc(r->pool, ctx->id.len);
             if (p == NULL) {
+                /* not read: id pointed to the stack */
+                ctx->read = 0;
+                ngx_str_null(&ctx->id);
                 return NGX_ERROR;
             }
 
@@ -500,10 +518,55 @@ ngx_http_session_redis_cookie(ngx_http_request_t *r,
                       "session_redis: client sent invalid \"%V\" cookie",
                       &slcf->cookie);
 
-        return NGX_HTTP_SESSION_REDIS_INVALID;
+        ctx->cookie_status = NGX_HTTP_SESSION_REDIS_INVALID;
+        return NGX_OK;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "session_redis: \"%V\" cookie names a session of %uz "
+                   "bytes", &slcf->cookie, ctx->id.len);
+
+    ctx->cookie_status = 0;
+
     return NGX_OK;
+}
+
+
+/*
+ * The first cookie of that name in all Cookie headers, in order: node
+ * joins several headers with "; ", nginx joins HTTP/2 crumbs so too
+ */
+
+static ngx_int_t
+ngx_http_session_redis_find(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value)
+{
+#if (nginx_version >= 1023000)
+    ngx_table_elt_t   *h;
+
+    for (h = r->headers_in.cookie; h; h = h->next) {
+        if (ngx_http_session_redis_cookie_value(&h->value, name, value)
+            == NGX_OK)
+        {
+            return NGX_OK;
+        }
+    }
+#else
+    ngx_uint_t         i;
+    ngx_table_elt_t  **h;
+
+    h = r->headers_in.cookies.elts;
+
+    for (i = 0; i < r->headers_in.cookies.nelts; i++) {
+        if (ngx_http_session_redis_cookie_value(&h[i]->value, name, value)
+            == NGX_OK)
+        {
+            return NGX_OK;
+        }
+    }
+#endif
+
+    return NGX_DECLINED;
 }
 
 
@@ -540,6 +603,8 @@ ngx_http_session_redis_reply(ngx_http_request_t *r, void *data,
     }
 
     if (status == 0) {
+        /* out of memory: a verdict all the same, never a second lookup */
+        ctx->status = NGX_HTTP_SESSION_REDIS_ERROR;
         ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
@@ -548,78 +613,131 @@ ngx_http_session_redis_reply(ngx_http_request_t *r, void *data,
 }
 
 
-/* returns a status, or 0 on an allocation failure */
+/*
+ * What connect-redis's get() and express-session's createSession() make of
+ * the stored value; returns a status, or 0 on an allocation failure.
+ */
 
 static ngx_uint_t
 ngx_http_session_redis_session(ngx_http_request_t *r,
     ngx_http_session_redis_ctx_t *ctx, u_char *data, size_t len)
 {
-    json_t        *session, *cookie, *expires;
-    int64_t        ms, now;
-    ngx_uint_t     status;
-    ngx_time_t    *tp;
-    json_error_t   err;
+    u_char      *stack;
+    size_t       off;
+    ngx_str_t    session;
+    const char  *err;
 
-    session = json_loadb((const char *) data, len, 0, &err);
+    if (len == 0) {
+        /* connect-redis: no data, no session */
+        return NGX_HTTP_SESSION_REDIS_MISSING;
+    }
 
-    if (session == NULL || !json_is_object(session)) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+    /* one bit per open container: any depth JSON.parse reads */
+    stack = ngx_pnalloc(r->pool, len / 8 + 1);
+    if (stack == NULL) {
+        return 0;
+    }
+
+    if (ngx_http_session_redis_json_check(data, len, stack, &session, &err,
+                                          &off)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "session_redis: session in redis pool \"%V\" "
-                      "is not a JSON object",
-                      ngx_http_scale_redis_pool_name(ctx->conf->pool));
+                      "cannot be decoded: %s at byte %uz",
+                      ngx_http_scale_redis_pool_name(ctx->conf->pool),
+                      err, off);
 
-        if (session) {
-            json_decref(session);
+        return NGX_HTTP_SESSION_REDIS_ERROR;
+    }
+
+    if (!ngx_http_session_redis_json_truthy(&session)) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "session_redis: stored session is \"%*s\": none",
+                       session.len, session.data);
+
+        return NGX_HTTP_SESSION_REDIS_MISSING;
+    }
+
+    err = ngx_http_session_redis_express(&session);
+
+    if (err) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "session_redis: session in redis pool \"%V\" "
+                      "is not a session: %s",
+                      ngx_http_scale_redis_pool_name(ctx->conf->pool), err);
+
+        return NGX_HTTP_SESSION_REDIS_ERROR;
+    }
+
+    if (ngx_http_session_redis_set_vars(r, ctx->conf, &session) != NGX_OK) {
+        return 0;
+    }
+
+    return NGX_HTTP_SESSION_REDIS_VALID;
+}
+
+
+/*
+ * createSession() reads sess.cookie.expires and builds new Cookie(
+ * sess.cookie), whose maxAge setter takes numbers only: what throws there
+ * is a 500 from the app.  Returns why, or NULL.
+ */
+
+static const char *
+ngx_http_session_redis_express(ngx_str_t *session)
+{
+    ngx_str_t   cookie, max_age;
+    ngx_uint_t  type;
+
+    if (ngx_http_session_redis_json_type(session)
+        != NGX_HTTP_SESSION_REDIS_JSON_OBJECT)
+    {
+        return "not an object";
+    }
+
+    if (ngx_http_session_redis_json_member(session, (u_char *) "cookie", 6,
+                                           &cookie)
+        != NGX_OK
+        || ngx_http_session_redis_json_type(&cookie)
+           == NGX_HTTP_SESSION_REDIS_JSON_NULL)
+    {
+        return "no \"cookie\"";
+    }
+
+    type = ngx_http_session_redis_json_type(&cookie);
+
+    if (type != NGX_HTTP_SESSION_REDIS_JSON_OBJECT) {
+        if (type == NGX_HTTP_SESSION_REDIS_JSON_ARRAY
+            || !ngx_http_session_redis_json_truthy(&cookie))
+        {
+            return NULL;
         }
 
-        return NGX_HTTP_SESSION_REDIS_INVALID;
+        return "\"cookie\" is not an object";
     }
 
-    status = NGX_HTTP_SESSION_REDIS_VALID;
-
-    /*
-     * express-session refreshes the TTL on use but rewrites cookie.expires
-     * only when rolling: the date decides only when present and past
-     */
-
-    cookie = json_object_get(session, "cookie");
-    expires = json_is_object(cookie) ? json_object_get(cookie, "expires")
-                                     : NULL;
-
-    if (json_is_string(expires)
-        && ngx_http_session_redis_parse_time((u_char *)
-                                             json_string_value(expires),
-                                             json_string_length(expires), &ms)
-           == NGX_OK)
+    if (ngx_http_session_redis_json_member(&cookie, (u_char *) "maxAge", 6,
+                                           &max_age)
+        == NGX_OK
+        && ngx_http_session_redis_json_truthy(&max_age)
+        && ngx_http_session_redis_json_type(&max_age)
+           != NGX_HTTP_SESSION_REDIS_JSON_NUMBER)
     {
-        tp = ngx_timeofday();
-        now = (int64_t) tp->sec * 1000 + tp->msec;
-
-        if (ms <= now) {
-            status = NGX_HTTP_SESSION_REDIS_EXPIRED;
-        }
+        return "\"cookie.maxAge\" is not a number";
     }
 
-    if (status == NGX_HTTP_SESSION_REDIS_VALID
-        && ngx_http_session_redis_set_vars(r, ctx->conf, session) != NGX_OK)
-    {
-        status = 0;
-    }
-
-    json_decref(session);
-
-    return status;
+    return NULL;
 }
 
 
 static ngx_int_t
 ngx_http_session_redis_set_vars(ngx_http_request_t *r,
-    ngx_http_session_redis_loc_conf_t *slcf, json_t *session)
+    ngx_http_session_redis_loc_conf_t *slcf, ngx_str_t *session)
 {
-    json_t                         *node;
     ngx_int_t                       n;
-    ngx_str_t                       value;
-    ngx_uint_t                      i, j;
+    ngx_str_t                       node, value, *seg;
+    ngx_uint_t                      i, j, type;
     ngx_http_variable_t            *v;
     ngx_http_variable_value_t      *vv;
     ngx_http_core_main_conf_t      *cmcf;
@@ -635,30 +753,48 @@ ngx_http_session_redis_set_vars(ngx_http_request_t *r,
     sv = slcf->vars->elts;
 
     for (i = 0; i < slcf->vars->nelts; i++) {
-        node = session;
+        node = *session;
 
-        for (j = 0; node && j < sv[i].nsegments; j++) {
+        for (j = 0; j < sv[i].nsegments; j++) {
+            seg = &sv[i].segments[j];
+            type = ngx_http_session_redis_json_type(&node);
 
-            if (json_is_object(node)) {
-                node = json_object_get(node,
-                                       (const char *) sv[i].segments[j].data);
+            if (type == NGX_HTTP_SESSION_REDIS_JSON_OBJECT) {
+                n = ngx_http_session_redis_json_member(&node, seg->data,
+                                                       seg->len, &node);
 
-            } else if (json_is_array(node)) {
-                n = ngx_atoi(sv[i].segments[j].data, sv[i].segments[j].len);
-                node = (n == NGX_ERROR) ? NULL : json_array_get(node, n);
+            } else if (type == NGX_HTTP_SESSION_REDIS_JSON_ARRAY) {
+                /* a canonical index, as JavaScript's array[path] */
+                n = (seg->len > 1 && seg->data[0] == '0')
+                    ? NGX_ERROR : ngx_atoi(seg->data, seg->len);
+
+                if (n != NGX_ERROR) {
+                    n = ngx_http_session_redis_json_element(&node, n, &node);
+                }
 
             } else {
-                node = NULL;
+                n = NGX_ERROR;
+            }
+
+            if (n != NGX_OK) {
+                break;
             }
         }
 
-        if (node == NULL || json_is_null(node)) {
+        if (j < sv[i].nsegments
+            || ngx_http_session_redis_json_type(&node)
+               == NGX_HTTP_SESSION_REDIS_JSON_NULL)
+        {
             /* the variable stays empty */
             continue;
         }
 
-        if (ngx_http_session_redis_render(r, node, &value) != NGX_OK) {
+        if (ngx_http_session_redis_render(r, &node, &value) != NGX_OK) {
             return NGX_ERROR;
+        }
+
+        if (value.data == NULL) {
+            continue;
         }
 
         /* set explicitly, so that it survives internal redirects */
@@ -680,109 +816,102 @@ ngx_http_session_redis_set_vars(ngx_http_request_t *r,
 }
 
 
-/* strings raw, numbers as JSON writes them, objects and arrays compact */
+/*
+ * As JavaScript has them: strings as they are (UTF-8), numbers as
+ * String() writes them, objects and arrays as JSON.stringify() does.
+ * value->data is NULL for a value that is not used.
+ */
 
 static ngx_int_t
-ngx_http_session_redis_render(ngx_http_request_t *r, json_t *node,
+ngx_http_session_redis_render(ngx_http_request_t *r, ngx_str_t *node,
     ngx_str_t *value)
 {
-    int      n;
-    u_char   buf[32], c;
-    size_t   len, i;
-    double   d;
+    u_char  buf[NGX_HTTP_SESSION_REDIS_NUMBER_LEN];
 
-    switch (json_typeof(node)) {
+    ngx_str_null(value);
 
-    case JSON_STRING:
-        value->len = json_string_length(node);
+    switch (ngx_http_session_redis_json_type(node)) {
 
-        /* the value may end up in a header: no CR, LF or other controls */
-        for (i = 0; i < value->len; i++) {
-            c = (u_char) json_string_value(node)[i];
+    case NGX_HTTP_SESSION_REDIS_JSON_STRING:
+        value->len = ngx_http_session_redis_json_string(node, NULL);
+        break;
 
-            if (c < 0x20 || c == 0x7f) {
-                ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                              "session_redis: a session value holds "
-                              "control characters, not used");
-                ngx_str_null(value);
-                return NGX_OK;
-            }
-        }
+    case NGX_HTTP_SESSION_REDIS_JSON_NUMBER:
+        value->len = ngx_http_session_redis_js_number(
+                         ngx_http_session_redis_json_number(node), buf)
+                     - buf;
+        break;
 
-        value->data = ngx_pnalloc(r->pool, value->len);
-        if (value->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(value->data, json_string_value(node), value->len);
-        return NGX_OK;
-
-    case JSON_INTEGER:
-        value->data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-        if (value->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        value->len = ngx_sprintf(value->data, "%L",
-                                 (int64_t) json_integer_value(node))
-                     - value->data;
-        return NGX_OK;
-
-    case JSON_REAL:
-        d = json_real_value(node);
-
-        if (d > -9007199254740992.0 && d < 9007199254740992.0
-            && d == (double) (int64_t) d)
-        {
-            /* as JavaScript writes 3.0: "3" */
-            n = snprintf((char *) buf, sizeof(buf), "%lld", (long long) d);
-
-        } else {
-            /* the shortest of 15 and 17 digits that reads back the same */
-            n = snprintf((char *) buf, sizeof(buf), "%.15g", d);
-
-            if (strtod((char *) buf, NULL) != d) {
-                n = snprintf((char *) buf, sizeof(buf), "%.17g", d);
-            }
-        }
-
-        if (n <= 0 || (size_t) n >= sizeof(buf)) {
-            return NGX_ERROR;
-        }
-
-        value->len = n;
-        value->data = ngx_pnalloc(r->pool, n);
-        if (value->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(value->data, buf, n);
-        return NGX_OK;
-
-    case JSON_TRUE:
+    case NGX_HTTP_SESSION_REDIS_JSON_TRUE:
         ngx_str_set(value, "true");
         return NGX_OK;
 
-    case JSON_FALSE:
+    case NGX_HTTP_SESSION_REDIS_JSON_FALSE:
+        /* not node: the reply is freed when the callback returns */
         ngx_str_set(value, "false");
         return NGX_OK;
 
-    default: /* JSON_OBJECT, JSON_ARRAY */
-        len = json_dumpb(node, NULL, 0, JSON_COMPACT|JSON_ENCODE_ANY);
-        if (len == 0) {
-            return NGX_ERROR;
+    default: /* OBJECT, ARRAY */
+        if (node->len > NGX_HTTP_SESSION_REDIS_RENDER_MAX
+            || ngx_http_session_redis_json_stringify(node, NULL, &value->len,
+                                       NGX_HTTP_SESSION_REDIS_RENDER_DEPTH)
+               != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "session_redis: a session value is larger than "
+                          "%d bytes or deeper than %d levels, not used",
+                          NGX_HTTP_SESSION_REDIS_RENDER_MAX,
+                          NGX_HTTP_SESSION_REDIS_RENDER_DEPTH);
+            return NGX_OK;
         }
-
-        value->data = ngx_pnalloc(r->pool, len);
-        if (value->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        value->len = json_dumpb(node, (char *) value->data, len,
-                                JSON_COMPACT|JSON_ENCODE_ANY);
-
-        return (value->len == len) ? NGX_OK : NGX_ERROR;
     }
+
+    value->data = ngx_pnalloc(r->pool, value->len);
+    if (value->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    switch (ngx_http_session_redis_json_type(node)) {
+
+    case NGX_HTTP_SESSION_REDIS_JSON_STRING:
+        (void) ngx_http_session_redis_json_string(node, value->data);
+        break;
+
+    case NGX_HTTP_SESSION_REDIS_JSON_NUMBER:
+        ngx_memcpy(value->data, buf, value->len);
+        break;
+
+    default:
+        (void) ngx_http_session_redis_json_stringify(node, value->data,
+                                       &value->len,
+                                       NGX_HTTP_SESSION_REDIS_RENDER_DEPTH);
+    }
+
+    /* the value may end up in a header: no CR, LF or other controls */
+
+    if (!ngx_http_session_redis_header_safe(value->data, value->len)) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "session_redis: a session value holds "
+                      "control characters, not used");
+        ngx_str_null(value);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_session_redis_header_safe(u_char *p, size_t len)
+{
+    u_char  *last;
+
+    for (last = p + len; p < last; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -852,15 +981,47 @@ ngx_http_session_redis_status_variable(ngx_http_request_t *r,
 }
 
 
+/*
+ * Available from the preaccess phase on, so that ratelimit_redis can key
+ * on it: read then, the cookie is read once.  Empty for a cookie that is
+ * malformed, forged, or names an id with control characters.
+ */
+
 static ngx_int_t
 ngx_http_session_redis_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_http_session_redis_ctx_t  *ctx;
+    ngx_http_session_redis_ctx_t       *ctx;
+    ngx_http_session_redis_loc_conf_t  *slcf;
 
     ctx = ngx_http_scale_get_ctx(r->main, &ngx_http_session_redis_module);
 
-    if (ctx == NULL || ctx->id.len == 0) {
+    if (ctx == NULL && r == r->main) {
+        slcf = ngx_http_get_module_loc_conf(r, ngx_http_session_redis_module);
+
+        if (slcf->pool) {
+            ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_session_redis_ctx_t));
+            if (ctx == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (ngx_http_scale_set_ctx(r, ctx, &ngx_http_session_redis_module)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ctx->conf = slcf;
+
+            if (ngx_http_session_redis_read(r, ctx) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    if (ctx == NULL || ctx->id.len == 0
+        || !ngx_http_session_redis_header_safe(ctx->id.data, ctx->id.len))
+    {
         v->not_found = 1;
         return NGX_OK;
     }

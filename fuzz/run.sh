@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds and runs the session cookie fuzzer.
+# Builds and runs the session_redis fuzzer: cookies, signed ids, stored
+# sessions (JSON), numbers.
 #   fuzz/run.sh [SECONDS]          default 600
 # BUILD: the module's build directory (make BUILD=...), for the nginx
 # headers that configure generates; built first when missing.
@@ -24,7 +25,7 @@ clang -g -O1 -fsanitize=fuzzer,address,undefined \
     -I "$src/src/os/unix" -I "$build/obj" -I "$repo" \
     "$repo/fuzz/session_cookie_fuzz.c" \
     "$repo/ngx_http_session_redis_cookie.c" \
-    -lcrypto -o "$out/session_cookie_fuzz"
+    -lcrypto -ljansson -lm -o "$out/session_cookie_fuzz"
 
 cd "$out"
 ./session_cookie_fuzz -max_total_time="$seconds" -max_len=16384 \

@@ -634,7 +634,7 @@ X-Session: INVALID
  do {
      my $p = CORE::join '', map { "nginx_session_redis_requests_total"
                             . "\\{result=\"$_->[0]\"\\} $_->[1]\\n" }
-             [valid => 2], [missing => 2], [invalid => 1], [expired => 1],
+             [valid => 3], [missing => 2], [invalid => 1], [expired => 0],
              [error => 1];
      qr/$p/
  }]

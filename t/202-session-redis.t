@@ -1,7 +1,8 @@
 # vi:filetype=perl
 #
-# session_redis and what Redis holds: cookie.expires, session_redis_touch,
-# values that are not sessions, and Redis failures with fail_open off/on.
+# session_redis and what Redis holds: cookie.expires (Redis's TTL decides),
+# session_redis_touch, values that are not sessions, and Redis failures
+# with fail_open off/on.
 
 use Test::Nginx::Socket 'no_plan';
 use IO::Socket::INET;
@@ -41,7 +42,7 @@ redis('set', 't202_3:b', session('"2036-11-27T01:57:37.589Z"'));
 redis('set', 't202_3:c', session('"2036-11-27T01:57:37+02:00"'));
 redis('set', 't202_3:d', session('"next tuesday"'));
 redis('set', 't202_3:e', session('1700000000000'));
-redis('set', 't202_3:f', '{"user":{"id":"no cookie object"}}');
+redis('set', 't202_3:f', '{"cookie":{},"user":{"id":"no expires"}}');
 redis('set', 't202_3:g', session('"2020-01-01T00:00:00+02:00"'));
 redis('set', 't202_3:h', session('"2000-02-29T12:00:00Z"'));
 redis('set', 't202_4:abc', session('null'), 'px', '120000');   # touch sets 1h
@@ -60,7 +61,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: EXPIRED: cookie.expires in the past, though Redis has the key
+=== TEST 1: VALID: cookie.expires in the past while Redis has the key (rolling)
 --- http_config
     redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
@@ -78,9 +79,9 @@ __DATA__
 GET /t
 --- more_headers
 Cookie: sid=abc
---- error_code: 401
+--- error_code: 200
 --- response_headers
-X-Session: EXPIRED []
+X-Session: VALID [alice]
 --- no_error_log
 [alert]
 [emerg]
@@ -88,7 +89,7 @@ X-Session: EXPIRED []
 
 
 
-=== TEST 2: EXPIRED with required off passes, without the session's variables
+=== TEST 2: a past cookie.expires with required off: the session's variables
 --- http_config
     redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
@@ -111,7 +112,7 @@ Cookie: sid=abc
 X-User-Id: mallory
 --- error_code: 200
 --- response_body
-EXPIRED []
+VALID [alice]
 --- no_error_log
 [alert]
 [emerg]
@@ -138,8 +139,7 @@ EXPIRED []
 --- more_headers eval
 [map { "Cookie: sid=$_" } qw(a b c d e f g h)]
 --- response_body eval
-["VALID\n", "VALID\n", "VALID\n", "VALID\n", "VALID\n", "VALID\n",
- "EXPIRED\n", "EXPIRED\n"]
+[("VALID\n") x 8]
 --- no_error_log
 [alert]
 [emerg]
@@ -237,7 +237,7 @@ X-Session: MISSING
 
 
 
-=== TEST 7: values that are not sessions are INVALID
+=== TEST 7: values that are not sessions are ERROR, an empty one MISSING
 --- init
 my $n = main::redis('exists', 't202_6:abc');
 Test::More::is($n, 0, "TEST 6 created no key");
@@ -248,6 +248,7 @@ Test::More::is($n, 0, "TEST 6 created no key");
         session_redis main;
         session_redis_key_prefix t202_7:;
         session_redis_required off;
+        session_redis_fail_open on;
         session_redis_set $user_id user.id;
         proxy_set_header X-Session $session_redis_status;
         proxy_set_header X-User-Id $user_id;
@@ -261,15 +262,15 @@ Test::More::is($n, 0, "TEST 6 created no key");
 --- more_headers eval
 [map { "Cookie: sid=$_" } qw(notjson array string trunc empty deep)]
 --- response_body eval
-[("INVALID []\n") x 6]
+["ERROR []\n", "ERROR []\n", "ERROR []\n", "ERROR []\n", "MISSING []\n",
+ "ERROR []\n"]
 --- no_error_log
 [alert]
 [emerg]
-[error]
 
 
 
-=== TEST 8: a value that is not a session is logged as a warning
+=== TEST 8: a value that cannot be decoded is logged, 503 with fail_open off
 --- http_config
     redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
@@ -286,15 +287,14 @@ Test::More::is($n, 0, "TEST 6 created no key");
 GET /t
 --- more_headers
 Cookie: sid=notjson
---- error_code: 401
+--- error_code: 503
 --- response_headers
-X-Session: INVALID
+X-Session: ERROR
 --- error_log
-session in redis pool "main" is not a JSON object
+session in redis pool "main" cannot be decoded: unexpected character at byte 0
 --- no_error_log
 [alert]
 [emerg]
-[error]
 
 
 

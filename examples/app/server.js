@@ -20,6 +20,11 @@ const SESSION_SECRETS = (process.env.SESSION_SECRET || "keyboard cat")
   .map((s) => s.trim())
   .filter((s) => s.length > 0);
 if (SESSION_SECRETS.length === 0) SESSION_SECRETS.push("keyboard cat");
+// SESSION_ROLLING=1: express-session's `rolling` (every response renews the
+// cookie; connect-redis then only EXPIREs the key, the stored
+// cookie.expires stays at the last save).  SESSION_MAX_AGE_MS: cookie maxAge.
+const SESSION_ROLLING = process.env.SESSION_ROLLING === "1";
+const SESSION_MAX_AGE_MS = parseInt(process.env.SESSION_MAX_AGE_MS || "3600000", 10);
 
 // ---------------------------------------------------------------- redis ---
 
@@ -80,7 +85,8 @@ const sessionMiddleware = session({
   store,
   resave: false,
   saveUninitialized: false,
-  cookie: { httpOnly: true, maxAge: 3600000 },
+  rolling: SESSION_ROLLING,
+  cookie: { httpOnly: true, maxAge: SESSION_MAX_AGE_MS },
 });
 // express-session assumes the store is ready until it sees "disconnect";
 // the client is not connected yet, so say so (listeners are now attached).
