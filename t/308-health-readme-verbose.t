@@ -1,6 +1,7 @@
 # The README's health_ready ?verbose example is what nginx answers: the
-# configuration it describes (pool main up, upstream app with min=2 and two
-# of its three peers down, a drain file that does not exist) is run, and
+# configuration it describes (pool main up and used by a location, upstream
+# app with min=2 and two of its three peers down, a drain file that does
+# not exist) is run, and
 # the body compared line by line.
 
 use strict;
@@ -31,6 +32,7 @@ my $d = start_nginx('verbose', <<"_EOC_");
     server {
         listen 127.0.0.1:$port;
         location = /ready { health_ready; }
+        location /app { session_redis main; proxy_pass http://app; }
     }
 _EOC_
 sleep 1;
