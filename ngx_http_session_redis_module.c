@@ -25,6 +25,7 @@
 
 #include "ngx_http_scale_module.h"
 #include "ngx_http_session_redis_cookie.h"
+#include "src/ngx_http_session_redis_json.h"
 
 
 #define NGX_HTTP_SESSION_REDIS_VALID       1

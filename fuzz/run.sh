@@ -25,6 +25,7 @@ clang -g -O1 -fsanitize=fuzzer,address,undefined \
     -I "$src/src/os/unix" -I "$build/obj" -I "$repo" \
     "$repo/fuzz/session_cookie_fuzz.c" \
     "$repo/ngx_http_session_redis_cookie.c" \
+    "$repo/src/ngx_http_session_redis_json.c" \
     -lcrypto -ljansson -lm -o "$out/session_cookie_fuzz"
 
 cd "$out"

@@ -27,6 +27,7 @@
 #include <jansson.h>
 
 #include "../ngx_http_session_redis_cookie.h"
+#include "../src/ngx_http_session_redis_json.h"
 
 
 static ngx_str_t  secrets[] = {
