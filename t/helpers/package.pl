@@ -1,0 +1,106 @@
+# Helpers for the package and container scenarios (t/70x, t/71x): external
+# commands under a time limit, the .deb that `make deb` builds, the
+# project's version.  Loaded after scale.pl, in a BEGIN block so that the
+# test's own END blocks (restoring the machine) run before the helpers'
+# (which remove the temp dir):
+#   BEGIN { require "$FindBin::Bin/helpers/scale.pl";
+#           require "$FindBin::Bin/helpers/package.pl"; }
+
+use strict;
+use warnings;
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Find;
+use POSIX ();
+
+our ($so, $work);
+our $repo  = abs_path(dirname(__FILE__) . '/../..');
+# `make test` names the module under its BUILD dir; the package goes there too
+our $build = $so ? dirname(dirname($so)) : "$repo/build";
+
+# run_cmd(SECONDS, LOG, CMD...): true when CMD exited 0 within SECONDS;
+# its output is appended to LOG
+sub run_cmd {
+    my ($secs, $log, @cmd) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        # END blocks may run after the test's temp dir is gone
+        open STDOUT, '>>', $log or open STDOUT, '>', '/dev/null';
+        open STDERR, '>&', \*STDOUT;
+        { exec 'timeout', '-k', '10', $secs, @cmd }
+        POSIX::_exit(127);
+    }
+    waitpid $pid, 0;
+    return $? == 0;
+}
+
+# out_cmd(SECONDS, CMD...): CMD's standard output (stderr discarded)
+sub out_cmd {
+    my ($secs, @cmd) = @_;
+    my $pid = open(my $fh, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        { exec 'timeout', '-k', '10', $secs, @cmd }
+        POSIX::_exit(127);
+    }
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    return $out;
+}
+
+# the last lines of a log, for diag
+sub log_tail {
+    my ($log, $n) = @_;
+    open my $f, '<', $log or return "($log: $!)";
+    my @l = <$f>;
+    return join '', @l[($#l >= ($n || 20) ? $#l - ($n || 20) + 1 : 0) .. $#l];
+}
+
+# the version the module reports (nginx_scale_info{version}, /ready JSON)
+sub code_version {
+    my @h = (glob("$repo/*.h"), glob("$repo/src/*.h"));
+    for my $h (@h) {
+        open my $f, '<', $h or next;
+        while (<$f>) {
+            return $1 if /^#define\s+NGX_HTTP_SCALE_VERSION\s+"([^"]+)"/;
+        }
+    }
+    return undef;
+}
+
+# the files the package is built from
+sub package_sources {
+    my @f = grep { -f } ("$repo/config", "$repo/README.md",
+                         glob("$repo/*.c"), glob("$repo/*.h"));
+    for my $d ("$repo/src", "$repo/debian") {
+        find({ wanted => sub { push @f, $File::Find::name if -f }, no_chdir => 1 },
+             $d) if -d $d;
+    }
+    return @f;
+}
+
+# the package in $build, or undef
+sub package_file {
+    my ($deb) = grep { !/-dbgsym_/ }
+                sort { -M $a <=> -M $b } glob("$build/libnginx-mod-http-scale_*.deb");
+    return $deb;
+}
+
+# package_deb(FORCE): runs `make deb` unless FORCE is false and the package
+# is newer than every file it is built from; returns the .deb or undef
+sub package_deb {
+    my ($force, $log) = @_;
+    my $deb = package_file();
+    if (!$force && $deb) {
+        my $t = (stat $deb)[9];
+        return $deb unless grep { (stat $_)[9] > $t } package_sources();
+    }
+    run_cmd(1200, $log, 'make', '--no-print-directory', '-C', $repo,
+            "BUILD=$build", 'deb') or return undef;
+    return package_file();
+}
+
+1;
