@@ -32,9 +32,10 @@ plan skip_all => 'no Debian nginx layout (/etc/nginx/nginx.conf, modules-enabled
            && -x '/usr/sbin/nginx';
 plan skip_all => 'redis-server not found'
     if system('command -v redis-server >/dev/null') != 0;
-if (system("dpkg-query -W -f='\${Status}' $pkg 2>/dev/null | grep -q installed") == 0) {
-    plan skip_all => "$pkg is installed already (not by this test): left alone";
-}
+plan skip_all => 'another run of this scenario holds the machine for 15 min'
+    unless machine_lock('nginx-scale-deb-scenario', 900);
+plan skip_all => "$pkg is installed already (not by this test): left alone"
+    if installed($pkg);
 
 my $log = "$work/t700.log";
 my @apt = ('env', 'DEBIAN_FRONTEND=noninteractive', 'apt-get', '-y', '-q',
@@ -186,7 +187,7 @@ sleep 0.3;
 
 my $http = HTTP::Tiny->new(timeout => 5);
 my $u = "http://127.0.0.1:$port";
-wait_window($rp, 60, 5);
+wait_redis_window($rp, 60, 5);
 my @codes = map { $http->get("$u/limited")->{status} } 1 .. 4;
 is("@codes", '200 200 200 429', '3r/m: three requests pass, the fourth gets 429');
 my $sum = out_cmd(10, 'redis-cli', '-p', $rp, 'eval',
@@ -195,7 +196,7 @@ my $sum = out_cmd(10, 'redis-cli', '-p', $rp, 'eval',
 chomp $sum;
 is($sum, 3, 'Redis holds the three admitted requests of zone t700zone');
 
-redis_cli($rp, 'set', 't700sess:abc123', q{'{"user":"alice"}'});
+out_cmd(5, 'redis-cli', '-p', $rp, 'set', 't700sess:abc123', '{"user":"alice"}');
 my $r = $http->get("$u/private", { headers => { Cookie => 't700sid=abc123' } });
 is($r->{status}, 200, 'a session stored in Redis is accepted');
 is($r->{headers}{'x-user'}, 'alice', 'and its user read from Redis');
@@ -216,7 +217,7 @@ errlog_clean($d, 'stock layout with the module');
 unlink $testconf;
 ok(run_cmd(300, $log, @apt, 'remove', $pkg), "apt-get remove $pkg")
     or diag(log_tail($log));
-$installed = 0 if system("dpkg-query -W -f='\${Status}' $pkg 2>/dev/null | grep -q installed") != 0;
+$installed = installed($pkg);
 ok(!$installed, 'the package is gone');
 ok(!-e '/usr/lib/nginx/modules/ngx_http_scale_module.so', 'and its module');
 is_deeply([grep { /scale/ } glob('/etc/nginx/modules-enabled/*')], [],

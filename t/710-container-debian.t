@@ -127,7 +127,7 @@ ok(run_cmd(60, $log, @podman, 'run', '-d', '--name', $rname, '--network=host',
            '--save', '', '--appendonly', 'no'),
    "Redis container on 127.0.0.1:$rp") or diag(log_tail($log));
 my $pong = 0;
-for (1 .. 100) { $pong = 1, last if redis_cli($rp, 'ping') =~ /PONG/; sleep 0.1 }
+for (1 .. 100) { $pong = 1, last if out_cmd(5, 'redis-cli', '-p', $rp, 'ping') =~ /PONG/; sleep 0.1 }
 ok($pong, 'Redis in its container answers');
 
 # ------------------------------------------------- the app, on the host --
@@ -209,7 +209,7 @@ for my $n (sort keys %port) {
 # --------------------------------------------- a limit exact across both --
 # api_test: 100 requests a minute per client, shared through Redis; 200
 # requests alternate between the two instances, inside one Redis minute
-wait_window($rp, 60, 15);
+wait_redis_window($rp, 60, 15);
 my (%code, %rej);
 for my $i (1 .. 200) {
     my $n = $i % 2 ? 'nginx1' : 'nginx2';

@@ -51,6 +51,48 @@ sub out_cmd {
     return $out;
 }
 
+# machine_lock(NAME, SECONDS): an exclusive lock held until the test ends,
+# for scenarios that change the machine (two runs from two work trees
+# installing and removing the same package would trip over each other)
+my @locks;
+sub machine_lock {
+    my ($name, $secs) = @_;
+    my $fh;
+    open $fh, '>', "/run/lock/$name.lock" or open $fh, '>', "/tmp/$name.lock"
+        or return 0;
+    my $until = time + $secs;
+    until (flock $fh, 2 | 4) {          # LOCK_EX | LOCK_NB
+        return 0 if time > $until;
+        select undef, undef, undef, 0.5;
+    }
+    push @locks, $fh;
+    return 1;
+}
+
+# redis_time(PORT): Redis' clock in seconds, or undef
+sub redis_time {
+    my ($t) = out_cmd(5, 'redis-cli', '-p', shift, 'time') =~ /^(\d+)/;
+    return $t;
+}
+
+# keep at least MARGIN seconds away from a boundary of WIN-second windows
+# on Redis' clock (limits count in Redis-time windows)
+sub wait_redis_window {
+    my ($port, $win, $margin) = @_;
+    for (1 .. 240) {
+        my $t = redis_time($port) // return;
+        my $pos = $t % $win;
+        return if $pos >= 1 && $win - $pos > $margin;
+        select undef, undef, undef, 0.5;
+    }
+}
+
+# installed(PACKAGE): dpkg has it installed
+sub installed {
+    return out_cmd(30, 'dpkg-query', '-W', '-f=${Status}', shift)
+        =~ /install ok installed/;
+}
+
 # the last lines of a log, for diag
 sub log_tail {
     my ($log, $n) = @_;
