@@ -58,6 +58,7 @@ END {
         for (1 .. 50) { last unless -e "$d/nginx.pid"; sleep 0.1 }
     }
     unlink $testconf;
+    # also when a remove left it in dpkg's config-files state
     if ($installed) {
         run_cmd(300, "$work/purge.log", @apt, 'purge', $pkg);
     }
@@ -217,8 +218,9 @@ errlog_clean($d, 'stock layout with the module');
 unlink $testconf;
 ok(run_cmd(300, $log, @apt, 'remove', $pkg), "apt-get remove $pkg")
     or diag(log_tail($log));
-$installed = installed($pkg);
-ok(!$installed, 'the package is gone');
+ok(!installed($pkg), 'the package is gone');
+like(out_cmd(30, 'dpkg-query', '-W', '-f=${db:Status-Abbrev}', $pkg), qr/^(|[up]n\s*)$/,
+     'dpkg keeps nothing of it (not even config-files)');
 ok(!-e '/usr/lib/nginx/modules/ngx_http_scale_module.so', 'and its module');
 is_deeply([grep { /scale/ } glob('/etc/nginx/modules-enabled/*')], [],
           'modules-enabled holds nothing of it');
