@@ -26,16 +26,13 @@ BEGIN {
     require "$FindBin::Bin/helpers/package.pl";
 }
 
-my @podman = ('podman', '--runtime', 'runc');
-my @limits = ('--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024');
+our (@podman, @podman_limits, @podman_build);
+my @limits = @podman_limits;
 my $base   = 'localhost/debian:bookworm';
 my $log    = "$work/t710.log";
 
 # skipped only where podman cannot run at all
-plan skip_all => 'podman not found (scripts/deps.sh test installs it on Debian)'
-    if system('command -v podman >/dev/null') != 0;
-plan skip_all => 'podman cannot run here: ' . log_tail($log, 3)
-    unless run_cmd(60, $log, @podman, 'info');
+podman_skip($log);
 
 my $id   = "nginx-scale-t710-$$-" . int(rand(1e6));
 my $img  = "localhost/$id:debian";
@@ -50,22 +47,9 @@ END {
 }
 
 sub remove_all {
-    for my $c (@containers) {
-        run_cmd(60, "$work/rm.log", @podman, 'rm', '-f', '-t', '5', $c);
-    }
-    @containers = ();
-    # images by id: a tag another run moved meanwhile is not ours
-    for my $i (@images, $base_id ? ($base_id) : ()) {
-        run_cmd(120, "$work/rm.log", @podman, 'rmi', $i);
-    }
+    podman_remove(\@containers, [@images, $base_id ? ($base_id) : ()]);
     @images = ();
     $base_id = undef;
-}
-
-sub image_id {
-    my $i = out_cmd(30, @podman, 'image', 'inspect', '--format', '{{.Id}}', shift);
-    chomp $i;
-    return $i;
 }
 
 # ---------------------------------------------------------- the package --
@@ -75,19 +59,13 @@ unless ($deb) { done_testing(); exit }
 my $version = code_version();
 
 # ------------------------------------------------------------- the base --
-if (run_cmd(30, $log, @podman, 'image', 'exists', $base)) {
-    pass("$base exists: used as it is");
-} else {
-    my $out = out_cmd(1500, "$repo/examples/docker/debian-base", $base);
-    ($base_id) = $out =~ /([0-9a-f]{64})\s*$/;
-    ok($base_id, "examples/docker/debian-base made $base")
-        or do { done_testing(); exit };
-}
+my ($base_ok, $made) = podman_base($base);
+$base_id = $made;
+ok($base_ok, $made ? "examples/docker/debian-base made $base" : "$base exists: used as it is")
+    or do { done_testing(); exit };
 
 # ----------------------------------------------------------- the images --
-my @build = (@podman, 'build', '--pull=never', '--network=host', @limits,
-             '--layers=false', '--format', 'docker',
-             '--build-arg', "BASE_IMAGE=$base");
+my @build = (@podman_build, '--format', 'docker', '--build-arg', "BASE_IMAGE=$base");
 ok(run_cmd(900, "$work/build.log", @build,
            '--ignorefile', "$repo/examples/docker/debian.Dockerfile.dockerignore",
            '-f', "$repo/examples/docker/debian.Dockerfile", '-t', $img, $repo),

@@ -93,6 +93,48 @@ sub installed {
         =~ /install ok installed/;
 }
 
+# podman as it works on this machine: the runc runtime, host networking
+# (all traffic on 127.0.0.1), explicit ulimits
+our @podman = ('podman', '--runtime', 'runc');
+our @podman_limits = ('--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024');
+our @podman_build = (@podman, 'build', '--pull=never', '--network=host',
+                     @podman_limits, '--layers=false');
+
+# podman_skip(LOG): skips the whole test where podman cannot run at all
+sub podman_skip {
+    my $log = shift;
+    plan skip_all => 'podman not found (scripts/deps.sh test installs it on Debian)'
+        if system('command -v podman >/dev/null') != 0;
+    plan skip_all => 'podman cannot run here: ' . log_tail($log, 3)
+        unless run_cmd(60, $log, @podman, 'info');
+}
+
+sub image_id {
+    my $i = out_cmd(30, @podman, 'image', 'inspect', '--format', '{{.Id}}', shift);
+    chomp $i;
+    return $i;
+}
+
+# podman_base(IMAGE): IMAGE as it is when present, else made by
+# examples/docker/debian-base; returns (ok, id of an image this made)
+sub podman_base {
+    my $image = shift;
+    return (1, undef) if run_cmd(30, '/dev/null', @podman, 'image', 'exists', $image);
+    my ($id) = out_cmd(1500, "$repo/examples/docker/debian-base", $image)
+               =~ /([0-9a-f]{64})\s*$/;
+    return ($id ? 1 : 0, $id);
+}
+
+# podman_remove(CONTAINERS, IMAGES): removes them; images by id, so that a
+# tag another run moved meanwhile is not touched
+sub podman_remove {
+    my ($c, $i) = @_;
+    run_cmd(60, '/dev/null', @podman, 'rm', '-f', '-t', '5', $_) for @$c;
+    run_cmd(120, '/dev/null', @podman, 'rmi', $_) for @$i;
+    @$c = ();
+    @$i = ();
+}
+
 # the last lines of a log, for diag
 sub log_tail {
     my ($log, $n) = @_;
