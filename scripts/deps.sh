@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a step needs, only those that are missing.
-#   scripts/deps.sh build|test|valgrind|bench|demo|fuzz ...
+#   scripts/deps.sh build|test|valgrind|bench|demo|fuzz|deb|container ...
 set -eu
+
+# make deb: debian/control's Build-Depends, the packaging tools, lintian
+deb=(build-essential dpkg-dev debhelper fakeroot lintian nginx-dev
+     libhiredis-dev libjansson-dev libssl-dev)
+# the container scenario: rootful podman with runc (host networking, so no
+# network stack), buildah for builds, debootstrap for the local base image
+container=(podman runc buildah debootstrap)
 
 pkgs=()
 for step in "$@"; do
@@ -12,8 +19,11 @@ for step in "$@"; do
                      liblist-moreutils-perl libtest-longstring-perl liburi-perl
                      libhttp-message-perl libipc-run-perl prometheus nodejs npm
                      libyaml-libyaml-perl redis-sentinel haproxy
-                     libnginx-mod-http-upstream-fair) ;;
+                     libnginx-mod-http-upstream-fair
+                     "${deb[@]}" "${container[@]}") ;;
     valgrind) pkgs+=(valgrind) ;;
+    deb)      pkgs+=("${deb[@]}") ;;
+    container) pkgs+=("${container[@]}") ;;
     bench)    pkgs+=(wrk redis-server redis-tools curl libnginx-mod-http-lua
                      lua-nginx-redis) ;;
     demo)     pkgs+=(redis-server redis-tools curl haproxy nodejs npm) ;;
