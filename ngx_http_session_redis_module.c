@@ -616,7 +616,8 @@ ngx_http_session_redis_reply(ngx_http_request_t *r, void *data,
 
 /*
  * What connect-redis's get() and express-session's createSession() make of
- * the stored value; returns a status, or 0 on an allocation failure.
+ * the stored value (plain: any JSON object); returns a status, or 0 on an
+ * allocation failure.
  */
 
 static ngx_uint_t
@@ -660,7 +661,14 @@ ngx_http_session_redis_session(ngx_http_request_t *r,
         return NGX_HTTP_SESSION_REDIS_MISSING;
     }
 
-    err = ngx_http_session_redis_express(&session);
+    if (ctx->conf->format == NGX_HTTP_SESSION_REDIS_EXPRESS) {
+        err = ngx_http_session_redis_express(&session);
+
+    } else {
+        err = (ngx_http_session_redis_json_type(&session)
+               == NGX_HTTP_SESSION_REDIS_JSON_OBJECT)
+              ? NULL : "not an object";
+    }
 
     if (err) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,

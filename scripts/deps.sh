@@ -5,7 +5,7 @@ set -eu
 
 # make deb: debian/control's Build-Depends, the packaging tools, lintian
 deb=(build-essential dpkg-dev debhelper fakeroot lintian nginx-dev
-     libhiredis-dev libjansson-dev libssl-dev)
+     libhiredis-dev libssl-dev)
 # the container scenario: rootful podman with runc (host networking, so no
 # network stack), buildah for builds, debootstrap for the local base image
 container=(podman runc buildah debootstrap)
@@ -13,8 +13,8 @@ container=(podman runc buildah debootstrap)
 pkgs=()
 for step in "$@"; do
     case $step in
-    build)    pkgs+=(build-essential nginx nginx-dev libhiredis-dev libjansson-dev
-                     libssl-dev libpcre3-dev zlib1g-dev) ;;
+    build)    pkgs+=(build-essential nginx nginx-dev libhiredis-dev libssl-dev
+                     libpcre3-dev zlib1g-dev) ;;
     test)     pkgs+=(redis-server redis-tools curl libtest-base-perl libtext-diff-perl
                      liblist-moreutils-perl libtest-longstring-perl liburi-perl
                      libhttp-message-perl libipc-run-perl prometheus nodejs npm
@@ -27,7 +27,7 @@ for step in "$@"; do
     bench)    pkgs+=(wrk redis-server redis-tools curl libnginx-mod-http-lua
                      lua-nginx-redis) ;;
     demo)     pkgs+=(redis-server redis-tools curl haproxy nodejs npm) ;;
-    fuzz)     pkgs+=(clang libclang-rt-14-dev) ;;
+    fuzz)     pkgs+=(clang libclang-rt-14-dev libjansson-dev) ;;
     *)        echo "deps.sh: unknown step $step" >&2; exit 2 ;;
     esac
 done

@@ -55,6 +55,8 @@ redis('set', 't202_7:empty', '');
 redis('set', 't202_7:deep', ('[' x 5000) . (']' x 5000));
 redis('hset', 't202_8:abc', 'cookie', '{}');
 redis('hset', 't202_9:abc', 'cookie', '{}');
+redis('set', 't202_18:bare', '{"user":{"id":"bob"}}');
+redis('set', 't202_18:array', '["an","array"]');
 redis('set', 't202_16:abc', '{"cookie":{},"user":{"id":"eve","name":"Eve\r\nX-Admin: 1"}}');
 
 run_tests();
@@ -548,3 +550,32 @@ X-Session: MISSING
 [alert]
 [emerg]
 
+
+
+=== TEST 18: plain format: any JSON object is a session, no "cookie" needed
+--- http_config
+    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
+--- config
+    location /t {
+        session_redis main;
+        session_redis_format plain;
+        session_redis_key_prefix t202_18:;
+        session_redis_required off;
+        session_redis_fail_open on;
+        session_redis_set $user_id user.id;
+        proxy_set_header X-Session $session_redis_status;
+        proxy_set_header X-User-Id $user_id;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/echo;
+    }
+    location = /echo {
+        return 200 "$http_x_session [$http_x_user_id]\n";
+    }
+--- pipelined_requests eval
+[("GET /t") x 2]
+--- more_headers eval
+[map { "Cookie: sid=$_" } qw(bare array)]
+--- response_body eval
+["VALID [bob]\n", "ERROR []\n"]
+--- no_error_log
+[alert]
+[emerg]

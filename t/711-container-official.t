@@ -7,7 +7,7 @@
 # download line becomes a copy of that tree.  Everything else is the
 # Dockerfile as shipped: the context its .dockerignore lets through, the
 # version read from `nginx -v`, scripts/build.sh with NGINX_SRC, `nginx -t`
-# loading the module, the runtime image with libhiredis and libjansson.
+# loading the module, the runtime image with libhiredis.
 # Every image it made is removed (END).
 
 use strict;
