@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 600
 NGINX_SRC ?=
 NGINX_BIN ?= /usr/sbin/nginx
 SO        := $(BUILD)/modules/ngx_http_scale_module.so
-SRCS      := config $(wildcard *.c *.h)
+SRCS      := config $(wildcard *.c *.h src/*.c src/*.h)
 
 .PHONY: all deps test test-valgrind demo up down bench fuzz clean
 
