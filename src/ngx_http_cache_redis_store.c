@@ -32,6 +32,8 @@ typedef struct {
 static ngx_int_t ngx_http_cache_redis_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_cache_redis_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_cache_redis_decide(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx);
 static ngx_int_t ngx_http_cache_redis_cache_status(ngx_http_request_t *r,
     ngx_http_cache_redis_ctx_t *ctx);
 static ngx_int_t ngx_http_cache_redis_no_store(ngx_http_request_t *r,
@@ -117,9 +119,7 @@ ngx_http_cache_redis_store_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_cache_redis_header_filter(ngx_http_request_t *r)
 {
-    ngx_int_t                      rc;
-    ngx_http_cache_redis_ctx_t    *ctx;
-    ngx_http_cache_redis_fresh_t   f;
+    ngx_http_cache_redis_ctx_t  *ctx;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
@@ -131,12 +131,6 @@ ngx_http_cache_redis_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    if (ctx->conf->header && ctx->status
-        && ngx_http_cache_redis_cache_status(r, ctx) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
     if (ctx->invalidate) {
         ctx->invalidate = 0;
 
@@ -144,12 +138,30 @@ ngx_http_cache_redis_header_filter(ngx_http_request_t *r)
             ngx_http_cache_redis_invalidate(r, ctx);
         }
 
-        return ngx_http_next_header_filter(r);
+    } else if (ctx->store) {
+        if (ngx_http_cache_redis_decide(r, ctx) == NGX_ERROR) {
+            return NGX_ERROR;
+        }
     }
 
-    if (!ctx->store) {
-        return ngx_http_next_header_filter(r);
+    /* after the copy of the headers: the entry does not keep it */
+
+    if (ctx->conf->header && ctx->status
+        && ngx_http_cache_redis_cache_status(r, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_cache_redis_decide(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx)
+{
+    ngx_int_t                      rc;
+    ngx_http_cache_redis_fresh_t   f;
 
     ctx->store = 0;
 
@@ -182,12 +194,12 @@ ngx_http_cache_redis_header_filter(ngx_http_request_t *r)
                        r->headers_out.status, f.reason);
 
         ngx_http_cache_redis_store_abort(ctx);
-        return ngx_http_next_header_filter(r);
+        return NGX_OK;
     }
 
     if (ngx_http_cache_redis_start_copy(r, ctx, &f) != NGX_OK) {
         ngx_http_cache_redis_store_abort(ctx);
-        return ngx_http_next_header_filter(r);
+        return NGX_OK;
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -196,7 +208,7 @@ ngx_http_cache_redis_header_filter(ngx_http_request_t *r)
 
     r->filter_need_in_memory = 1;
 
-    return ngx_http_next_header_filter(r);
+    return NGX_OK;
 }
 
 
@@ -784,24 +796,35 @@ ngx_http_cache_redis_location_key(ngx_http_request_t *r,
             || ngx_strncasecmp(p, scheme.data, scheme.len) != 0
             || ngx_strncmp(p + scheme.len, "://", 3) != 0
             || ngx_strncasecmp(p + scheme.len + 3, r->headers_in.server.data,
-                               r->headers_in.server.len) != 0
-            || p[len] != '/')
+                               r->headers_in.server.len) != 0)
         {
             return NGX_DECLINED;
         }
 
         uri = p + len;
+
+        if (*uri == ':') {
+            /* the key has $host, without the port */
+            while (uri < last && *uri != '/') {
+                uri++;
+            }
+        }
+
+        if (uri == last || *uri != '/') {
+            return NGX_DECLINED;
+        }
     }
 
     key->len = ctx->conf->prefix.len + scheme.len + r->headers_in.server.len
-               + (last - uri);
+               + (last - uri) + ctx->user.len;
     key->data = ngx_pnalloc(r->pool, key->len);
     if (key->data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(key->data, "%V%V%V%*s", &ctx->conf->prefix, &scheme,
-                &r->headers_in.server, (size_t) (last - uri), uri);
+    ngx_sprintf(key->data, "%V%V%V%*s%V", &ctx->conf->prefix, &scheme,
+                &r->headers_in.server, (size_t) (last - uri), uri,
+                &ctx->user);
 
     return NGX_OK;
 }
