@@ -773,10 +773,10 @@ ngx_http_cache_redis_found(ngx_http_request_t *r,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "cache_redis: expired, age %T of %T", age, e.lifetime);
 
-    if (age >= e.lifetime + ctx->conf->stale
-        || (e.flags & NGX_HTTP_CACHE_REDIS_MUST_REVALIDATE))
-    {
-        /* too old to be served stale */
+    ctx->stale_ok = (age < e.lifetime + ctx->conf->stale
+                     && !(e.flags & NGX_HTTP_CACHE_REDIS_MUST_REVALIDATE));
+
+    if (!ctx->stale_ok && !ctx->conf->revalidate) {
         ctx->has_entry = 0;
         ctx->status = NGX_HTTP_CACHE_REDIS_EXPIRED;
     }
@@ -833,7 +833,7 @@ ngx_http_cache_redis_locked(ngx_http_request_t *r,
         return;
     }
 
-    if (ctx->has_entry
+    if (ctx->has_entry && ctx->stale_ok
         && (ctx->conf->use_stale & NGX_HTTP_CACHE_REDIS_STALE_UPDATING))
     {
         ngx_http_cache_redis_serve(r, ctx, NGX_HTTP_CACHE_REDIS_UPDATING);
@@ -910,6 +910,12 @@ ngx_http_cache_redis_pass(ngx_http_request_t *r,
     ctx->store = store && r->method == NGX_HTTP_GET;
 
     ngx_http_cache_redis_count(r, ctx, status);
+
+    if (ctx->store && ctx->has_entry && ctx->conf->revalidate
+        && ngx_http_cache_redis_conditional(r, ctx) != NGX_OK)
+    {
+        ctx->store = 0;
+    }
 
     if (!ctx->store) {
         ngx_http_cache_redis_store_abort(ctx);

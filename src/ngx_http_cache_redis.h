@@ -129,6 +129,7 @@ typedef struct {
     size_t                           argvlen[NGX_HTTP_CACHE_REDIS_ARGS];
 
     unsigned                         has_entry:1;  /* ctx->entry is set */
+    unsigned                         stale_ok:1;   /* and may be served stale */
     unsigned                         store:1;      /* may be stored */
     unsigned                         storing:1;    /* the copy goes on */
     unsigned                         lock_held:1;

@@ -15,6 +15,7 @@
 
 #include "ngx_http_cache_redis_store.h"
 #include "ngx_http_cache_redis_rules.h"
+#include "ngx_http_cache_redis_hit.h"
 
 
 typedef struct {
@@ -32,6 +33,14 @@ typedef struct {
 static ngx_int_t ngx_http_cache_redis_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_cache_redis_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_uint_t ngx_http_cache_redis_use_stale(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx);
+static ngx_int_t ngx_http_cache_redis_replace(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx, ngx_uint_t status);
+static ngx_int_t ngx_http_cache_redis_replace_body(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_cache_redis_refresh(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx);
 static ngx_int_t ngx_http_cache_redis_decide(ngx_http_request_t *r,
     ngx_http_cache_redis_ctx_t *ctx);
 static ngx_int_t ngx_http_cache_redis_cache_status(ngx_http_request_t *r,
@@ -131,6 +140,25 @@ ngx_http_cache_redis_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    if (ctx->replace) {
+        /* a second header: an error page after the first */
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (ctx->revalidating && r->headers_out.status == NGX_HTTP_NOT_MODIFIED)
+    {
+        return ngx_http_cache_redis_refresh(r, ctx);
+    }
+
+    if (ctx->has_entry && ctx->stale_ok
+        && ctx->status == NGX_HTTP_CACHE_REDIS_EXPIRED
+        && ngx_http_cache_redis_use_stale(r, ctx))
+    {
+        ngx_http_cache_redis_store_abort(ctx);
+        return ngx_http_cache_redis_replace(r, ctx,
+                                            NGX_HTTP_CACHE_REDIS_STALE);
+    }
+
     if (ctx->invalidate) {
         ctx->invalidate = 0;
 
@@ -220,13 +248,17 @@ ngx_http_cache_redis_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_chain_t                 *cl;
     ngx_http_cache_redis_ctx_t  *ctx;
 
-    if (r != r->main || in == NULL) {
+    if (r != r->main) {
         return ngx_http_next_body_filter(r, in);
     }
 
     ctx = ngx_http_scale_get_ctx(r, &ngx_http_cache_redis_module);
 
-    if (ctx == NULL || !ctx->storing) {
+    if (ctx && ctx->replace) {
+        return ngx_http_cache_redis_replace_body(r, ctx, in);
+    }
+
+    if (ctx == NULL || !ctx->storing || in == NULL) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -278,6 +310,308 @@ ngx_http_cache_redis_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_http_cache_redis_store(r, ctx);
 
     return rc;
+}
+
+
+/*
+ * use_stale: "error" and "timeout" when the app gave no answer (nginx's
+ * 502 and 504), http_5xx for those answers from it.
+ */
+
+static ngx_uint_t
+ngx_http_cache_redis_use_stale(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx)
+{
+    ngx_uint_t  status, answered, mask;
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+    answered = r->upstream && r->upstream->headers_in.status_n;
+    mask = ctx->conf->use_stale;
+
+    switch (status) {
+
+    case NGX_HTTP_INTERNAL_SERVER_ERROR:
+        return (mask & NGX_HTTP_CACHE_REDIS_STALE_500) != 0;
+
+    case NGX_HTTP_BAD_GATEWAY:
+        return answered ? (mask & NGX_HTTP_CACHE_REDIS_STALE_502) != 0
+                        : (mask & NGX_HTTP_CACHE_REDIS_STALE_ERROR) != 0;
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        return (mask & NGX_HTTP_CACHE_REDIS_STALE_503) != 0;
+
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        return answered ? (mask & NGX_HTTP_CACHE_REDIS_STALE_504) != 0
+                        : (mask & NGX_HTTP_CACHE_REDIS_STALE_TIMEOUT) != 0;
+    }
+
+    return 0;
+}
+
+
+/* the entry instead of what the app sent: STALE, or REVALIDATED */
+
+static ngx_int_t
+ngx_http_cache_redis_replace(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx, ngx_uint_t status)
+{
+    ngx_http_cache_redis_main_conf_t  *cmcf;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "cache_redis: answering from the entry instead of %ui",
+                   r->headers_out.status);
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_cache_redis_module);
+
+    /* counted once: as what it became */
+    ngx_http_scale_counter_add(cmcf->slots[ctx->status], -1);
+    ngx_http_scale_counter_add(cmcf->slots[status], 1);
+    ctx->status = status;
+
+    ngx_memzero(&r->headers_out.status,
+                sizeof(ngx_http_headers_out_t)
+                - offsetof(ngx_http_headers_out_t, status));
+
+    r->headers_out.headers.part.nelts = 0;
+    r->headers_out.headers.part.next = NULL;
+    r->headers_out.headers.last = &r->headers_out.headers.part;
+    r->headers_out.content_length_n = -1;
+    r->headers_out.last_modified_time = -1;
+    r->err_status = 0;
+
+    ctx->age = ngx_http_cache_redis_current_age(&ctx->entry, ngx_time());
+
+    if (ngx_http_cache_redis_hit_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->replace = 1;
+
+    if (ctx->conf->header
+        && ngx_http_cache_redis_cache_status(r, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_cache_redis_replace_body(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, out;
+
+    /* what the app sends is dropped */
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (ctx->stale_sent) {
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
+    ctx->stale_sent = 1;
+
+    if (r->header_only || r->method == NGX_HTTP_HEAD) {
+        return NGX_OK;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = ctx->entry.body.data;
+    b->last = ctx->entry.body.data + ctx->entry.body.len;
+    b->memory = (ctx->entry.body.len != 0);
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_cache_redis_conditional(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx)
+{
+    ngx_uint_t        i, n;
+    ngx_keyval_t     *kv;
+    ngx_table_elt_t  *h;
+
+    if (r->headers_in.if_none_match || r->headers_in.if_modified_since
+        || r->headers_in.if_match || r->headers_in.if_unmodified_since
+        || r->headers_in.range)
+    {
+        /* the client's own conditions go to the app as they are */
+        return NGX_OK;
+    }
+
+    kv = ctx->entry.headers;
+    n = 0;
+
+    for (i = 0; i < ctx->entry.nheaders; i++) {
+
+        if (kv[i].key.len == 4
+            && ngx_strncasecmp(kv[i].key.data, (u_char *) "ETag", 4) == 0)
+        {
+            h = ngx_list_push(&r->headers_in.headers);
+            if (h == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_str_set(&h->key, "If-None-Match");
+
+        } else if (kv[i].key.len == 13
+                   && ngx_strncasecmp(kv[i].key.data,
+                                      (u_char *) "Last-Modified", 13) == 0)
+        {
+            h = ngx_list_push(&r->headers_in.headers);
+            if (h == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_str_set(&h->key, "If-Modified-Since");
+
+        } else {
+            continue;
+        }
+
+        h->hash = 1;
+        h->value = kv[i].value;
+        h->lowcase_key = ngx_pnalloc(r->pool, h->key.len);
+        if (h->lowcase_key == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_strlow(h->lowcase_key, h->key.data, h->key.len);
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
+        n++;
+    }
+
+    if (n) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "cache_redis: revalidating \"%V\"", &ctx->key);
+
+        ctx->revalidating = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A 304 to our conditional request: the entry's headers updated with the
+ * 304's (RFC 9111 4.3.4), fresh again, stored and answered.
+ */
+
+static ngx_int_t
+ngx_http_cache_redis_refresh(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx)
+{
+    u_char                        *p;
+    size_t                         len;
+    ngx_uint_t                     i, n, found;
+    ngx_keyval_t                  *kv;
+    ngx_table_elt_t               *h;
+    ngx_http_cache_redis_entry_t  *e;
+    ngx_http_cache_redis_fresh_t   f;
+    ngx_http_cache_redis_iter_t    it;
+
+    e = &ctx->entry;
+    ctx->revalidating = 0;
+
+    /* the freshness the 304 gives, as if it were the stored status */
+
+    r->headers_out.status = e->status;
+
+    if (ngx_http_cache_redis_storable(r, ctx, &f) != NGX_OK) {
+        f.lifetime = e->lifetime;
+        f.initial_age = 0;
+        f.flags = e->flags;
+    }
+
+    n = 0;
+    ngx_http_cache_redis_origin_headers(r, ctx, &it);
+
+    while (ngx_http_cache_redis_header_next(&it)) {
+        n++;
+    }
+
+    kv = ngx_palloc(r->pool, (e->nheaders + n) * sizeof(ngx_keyval_t));
+    if (kv == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(kv, e->headers, e->nheaders * sizeof(ngx_keyval_t));
+    n = e->nheaders;
+
+    ngx_http_cache_redis_origin_headers(r, ctx, &it);
+
+    while ((h = ngx_http_cache_redis_header_next(&it))) {
+        if (!ngx_http_cache_redis_keep_header(&h->key)
+            || (h->key.len == sizeof("Content-Encoding") - 1
+                && ngx_strncasecmp(h->key.data, (u_char *) "Content-Encoding",
+                                   h->key.len) == 0))
+        {
+            continue;
+        }
+
+        found = 0;
+
+        for (i = 0; i < n; i++) {
+            if (kv[i].key.len == h->key.len
+                && ngx_strncasecmp(kv[i].key.data, h->key.data, h->key.len)
+                   == 0)
+            {
+                kv[i].value = h->value;
+                found = 1;
+            }
+        }
+
+        if (!found) {
+            kv[n].key = h->key;
+            kv[n].value = h->value;
+            n++;
+        }
+    }
+
+    e->headers = kv;
+    e->nheaders = n;
+    e->stored = ngx_time();
+    e->initial_age = f.initial_age;
+    e->lifetime = f.lifetime;
+    e->flags = f.flags;
+
+    /* stored again: the copy is the new entry */
+
+    len = ngx_http_cache_redis_entry_head_len(e);
+
+    ctx->copy_size = len + e->body.len;
+    ctx->copy = ngx_alloc(ctx->copy_size, r->connection->log);
+
+    if (ctx->copy) {
+        p = ngx_http_cache_redis_entry_write_head(ctx->copy, e);
+        ctx->body_start = p - ctx->copy;
+        ngx_memcpy(p, e->body.data, e->body.len);
+        ctx->copy_len = ctx->body_start + e->body.len;
+        ctx->expect = e->body.len;
+        ctx->lifetime = f.lifetime - f.initial_age;
+        ngx_http_cache_redis_store(r, ctx);
+    }
+
+    return ngx_http_cache_redis_replace(r, ctx,
+                                        NGX_HTTP_CACHE_REDIS_REVALIDATED);
 }
 
 
@@ -546,6 +880,7 @@ ngx_http_cache_redis_store(ngx_http_request_t *r,
 {
     u_char                           *p, *t, *end;
     size_t                            body, len;
+    time_t                            keep;
     ngx_int_t                         rc;
     ngx_str_t                        *argv, tags;
     ngx_uint_t                        n, nkeys;
@@ -642,8 +977,13 @@ ngx_http_cache_redis_store(ngx_http_request_t *r,
     }
 
     /* kept past freshness for use_stale and revalidation */
-    argv[n].len = ngx_sprintf(argv[n].data, "%T000",
-                              ctx->lifetime + ctx->conf->stale)
+    keep = ctx->conf->stale;
+
+    if (ctx->conf->revalidate) {
+        keep = ngx_max(keep, ctx->lifetime);
+    }
+
+    argv[n].len = ngx_sprintf(argv[n].data, "%T000", ctx->lifetime + keep)
                   - argv[n].data;
     n++;
 

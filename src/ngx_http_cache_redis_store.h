@@ -16,6 +16,13 @@
 
 ngx_int_t ngx_http_cache_redis_store_init(ngx_conf_t *cf);
 
+/*
+ * cache_redis_revalidate: the expired entry's validators on the request to
+ * the app; its 304 then refreshes the entry (REVALIDATED)
+ */
+ngx_int_t ngx_http_cache_redis_conditional(ngx_http_request_t *r,
+    ngx_http_cache_redis_ctx_t *ctx);
+
 /* drops a lock this request holds and its unfinished copy */
 void ngx_http_cache_redis_store_abort(ngx_http_cache_redis_ctx_t *ctx);
 
