@@ -47,7 +47,9 @@ __DATA__
 --- request eval
 ["GET /t", "GET /t"]
 --- response_headers eval
-["X-Cache: MISS []\nContent-Type: text/plain\n!Age", "X-Cache: HIT [0]\nAge: 0\nContent-Type: text/plain\nCache-Control: max-age=60\nContent-Length: 8"]
+["Content-Type: text/plain\n!Age", "Content-Type: text/plain\nCache-Control: max-age=60\nContent-Length: 8"]
+--- response_headers_like eval
+["X-Cache: MISS \\[\\]", "X-Cache: HIT \\[[0-3]\\]\nAge: [0-3]"]
 --- response_body eval
 ["fetched\n", "fetched\n"]
 
@@ -206,8 +208,8 @@ __DATA__
     }
 --- request eval
 ["GET /t", "GET /t"]
---- response_headers eval
-["X-Cache: MISS []", "X-Cache: HIT [30]\nAge: 30"]
+--- response_headers_like eval
+["X-Cache: MISS \\[\\]", "X-Cache: HIT \\[3[0-3]\\]\nAge: 3[0-3]"]
 
 
 
