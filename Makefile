@@ -48,6 +48,7 @@ bench: $(SO)
 	bench/ratelimit
 	bench/session
 	bench/metrics
+	bench/cache
 
 fuzz:
 	@scripts/deps.sh build fuzz
