@@ -185,8 +185,8 @@ Authorization: Basic YWxpY2U6c2VjcmV0
     }
 --- request eval
 ["GET /t", "GET /t"]
---- response_headers eval
-["X-Cache: MISS", "X-Cache: HIT\nCache-Status: cache_redis; hit; ttl=120"]
+--- response_headers_like eval
+["X-Cache: MISS", "X-Cache: HIT\nCache-Status: cache_redis; hit; ttl=1(20|19|18|17)"]
 
 
 
@@ -317,8 +317,8 @@ Authorization: Basic YWxpY2U6c2VjcmV0
 ["GET /t/lm", "GET /t/lm", "GET /t/nolm", "GET /t/nolm", "GET /t/302", "GET /t/302"]
 --- error_code eval
 [200, 200, 200, 200, 302, 302]
---- response_headers eval
-["X-Cache: MISS", "X-Cache: HIT\nCache-Status: cache_redis; hit; ttl=86400", "X-Cache: MISS", "X-Cache: MISS", "X-Cache: MISS", "X-Cache: MISS"]
+--- response_headers_like eval
+["X-Cache: MISS", "X-Cache: HIT\nCache-Status: cache_redis; hit; ttl=86(400|399|398|397)", "X-Cache: MISS", "X-Cache: MISS", "X-Cache: MISS", "X-Cache: MISS"]
 
 
 
