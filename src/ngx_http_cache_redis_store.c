@@ -910,7 +910,9 @@ ngx_http_cache_redis_store(ngx_http_request_t *r,
         tags = e.tags;
 
         for (p = tags.data, end = tags.data + tags.len; p < end; p++) {
-            if (*p != ' ' && (p == tags.data || p[-1] == ' ')) {
+            if (*p != ' ' && *p != ','
+                && (p == tags.data || p[-1] == ' ' || p[-1] == ','))
+            {
                 n++;
             }
         }
@@ -938,13 +940,13 @@ ngx_http_cache_redis_store(ngx_http_request_t *r,
     n = 4;
 
     for (p = tags.data, end = tags.data + tags.len; p < end; /* void */) {
-        while (p < end && *p == ' ') {
+        while (p < end && (*p == ' ' || *p == ',')) {
             p++;
         }
 
         t = p;
 
-        while (p < end && *p != ' ') {
+        while (p < end && *p != ' ' && *p != ',') {
             p++;
         }
 
