@@ -757,7 +757,8 @@ ngx_http_cache_redis_start_copy(ngx_http_request_t *r,
     /* Date as the origin sent it (RFC 9110 6.6.1: one is added if none) */
 
     ngx_str_set(&kv->key, "Date");
-    kv->value.data = ngx_pnalloc(r->pool, sizeof("Mon, 28 Sep 1970 06:00:00 GMT"));
+    kv->value.data = ngx_pnalloc(r->pool,
+                                 sizeof("Mon, 28 Sep 1970 06:00:00 GMT"));
     if (kv->value.data == NULL) {
         return NGX_ERROR;
     }
