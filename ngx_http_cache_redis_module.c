@@ -492,7 +492,7 @@ ngx_http_cache_redis_key(ngx_http_request_t *r,
 {
     u_char                            *p;
     ngx_str_t                          key;
-    ngx_http_variable_value_t         *id;
+    ngx_http_variable_value_t         *id, *st;
     ngx_http_cache_redis_main_conf_t  *cmcf;
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_cache_redis_module);
@@ -507,21 +507,37 @@ ngx_http_cache_redis_key(ngx_http_request_t *r,
 
     /*
      * Where session_redis checked the request, the default key is the
-     * user's own: one user's entry never answers another.
+     * user's own: one user's entry never answers another.  Only a VALID
+     * session counts (any other cookie would make entries at will); when
+     * session_redis could not check, the app may tell users apart itself:
+     * nothing is stored.
      */
 
-    if (ctx->conf->key == NULL && cmcf->session_index != NGX_ERROR) {
-        id = ngx_http_get_indexed_variable(r, cmcf->session_index);
+    if (ctx->conf->key == NULL && cmcf->session_status_index != NGX_ERROR) {
+        st = ngx_http_get_indexed_variable(r, cmcf->session_status_index);
 
-        if (id && !id->not_found && id->len) {
-            ctx->user.len = sizeof("#s:") - 1 + id->len;
-            ctx->user.data = ngx_pnalloc(r->pool, ctx->user.len);
-            if (ctx->user.data == NULL) {
-                return NGX_ERROR;
+        if (st && !st->not_found && st->len) {
+            if (st->len == sizeof("ERROR") - 1
+                && ngx_strncmp(st->data, "ERROR", st->len) == 0)
+            {
+                ctx->no_store = 1;
             }
 
-            p = ngx_cpymem(ctx->user.data, "#s:", 3);
-            ngx_memcpy(p, id->data, id->len);
+            id = (st->len == sizeof("VALID") - 1
+                  && ngx_strncmp(st->data, "VALID", st->len) == 0)
+                 ? ngx_http_get_indexed_variable(r, cmcf->session_index)
+                 : NULL;
+
+            if (id && !id->not_found && id->len) {
+                ctx->user.len = sizeof("#s:") - 1 + id->len;
+                ctx->user.data = ngx_pnalloc(r->pool, ctx->user.len);
+                if (ctx->user.data == NULL) {
+                    return NGX_ERROR;
+                }
+
+                p = ngx_cpymem(ctx->user.data, "#s:", 3);
+                ngx_memcpy(p, id->data, id->len);
+            }
         }
     }
 
@@ -796,7 +812,7 @@ ngx_http_cache_redis_miss(ngx_http_request_t *r,
 
     ctx->status = 0;
 
-    if (!ctx->conf->lock || r->method != NGX_HTTP_GET) {
+    if (!ctx->conf->lock || r->method != NGX_HTTP_GET || ctx->no_store) {
         /* HEAD is not stored: the app's answer has no body */
         ngx_http_cache_redis_pass(r, ctx, status,
                                   r->method == NGX_HTTP_GET);
@@ -907,7 +923,7 @@ ngx_http_cache_redis_pass(ngx_http_request_t *r,
     ngx_http_cache_redis_ctx_t *ctx, ngx_uint_t status, ngx_uint_t store)
 {
     ctx->state = NGX_HTTP_CACHE_REDIS_PASS;
-    ctx->store = store && r->method == NGX_HTTP_GET;
+    ctx->store = store && r->method == NGX_HTTP_GET && !ctx->no_store;
 
     ngx_http_cache_redis_count(r, ctx, status);
 
@@ -1241,6 +1257,7 @@ ngx_http_cache_redis_create_main_conf(ngx_conf_t *cf)
     }
 
     cmcf->session_index = NGX_ERROR;
+    cmcf->session_status_index = NGX_ERROR;
 
     return cmcf;
 }
@@ -1543,6 +1560,7 @@ ngx_http_cache_redis_init(ngx_conf_t *cf)
     ngx_http_cache_redis_main_conf_t   *crmcf;
 
     static ngx_str_t  session_id = ngx_string("session_redis_id");
+    static ngx_str_t  session_status = ngx_string("session_redis_status");
     static ngx_str_t  default_key = ngx_string("$scheme$host$request_uri");
 
     crmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cache_redis_module);
@@ -1562,6 +1580,8 @@ ngx_http_cache_redis_init(ngx_conf_t *cf)
     }
 
     crmcf->session_index = ngx_http_get_variable_index(cf, &session_id);
+    crmcf->session_status_index = ngx_http_get_variable_index(cf,
+                                                              &session_status);
 
     if (ngx_http_cache_redis_add_series(cf, crmcf) != NGX_OK) {
         return NGX_ERROR;

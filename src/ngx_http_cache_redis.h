@@ -61,6 +61,7 @@ typedef struct {
     ngx_uint_t                       stored_slot;
     ngx_uint_t                       stored_bytes_slot;
     ngx_int_t                        session_index;
+    ngx_int_t                        session_status_index;
     ngx_http_complex_value_t         default_key;
     ngx_http_scale_log_burst_t       burst;
 } ngx_http_cache_redis_main_conf_t;
@@ -138,6 +139,7 @@ typedef struct {
     unsigned                         stale_sent:1;
     unsigned                         replace:1;    /* stale for an error */
     unsigned                         revalidating:1;
+    unsigned                         no_store:1;   /* session not checked */
 } ngx_http_cache_redis_ctx_t;
 
 
