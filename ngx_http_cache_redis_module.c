@@ -474,8 +474,9 @@ ngx_http_cache_redis_create_ctx(ngx_http_request_t *r,
     ctx->sleep.data = ctx;
     ctx->sleep.log = r->connection->log;
 
-    ctx->token_len = ngx_sprintf(ctx->token, "%P:%08xD:%M", ngx_pid,
-                                 (uint32_t) ngx_random(), ngx_current_msec)
+    ctx->token_len = ngx_snprintf(ctx->token, NGX_HTTP_CACHE_REDIS_TOKEN_LEN,
+                                  "%P:%08xD:%M", ngx_pid,
+                                  (uint32_t) ngx_random(), ngx_current_msec)
                      - ctx->token;
 
     if (ngx_http_cache_redis_key(r, ctx) != NGX_OK) {

@@ -46,7 +46,7 @@
 #define NGX_HTTP_CACHE_REDIS_POLL          50    /* ms between polls */
 #define NGX_HTTP_CACHE_REDIS_TOKEN_LEN     32
 #define NGX_HTTP_CACHE_REDIS_ARGS          8
-#define NGX_HTTP_CACHE_REDIS_SEEN          32    /* up to the lifetime */
+#define NGX_HTTP_CACHE_REDIS_SEEN          32    /* head: stored, lifetime */
 
 
 typedef struct {
