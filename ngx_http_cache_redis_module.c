@@ -1216,7 +1216,9 @@ ngx_http_cache_redis_age_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    v->len = ngx_sprintf(p, "%T", ctx->age) - p;
+    /* since it was stored here; Age also counts the upstream's */
+    v->len = ngx_sprintf(p, "%T", ngx_max(ngx_time() - ctx->entry.stored, 0))
+             - p;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
