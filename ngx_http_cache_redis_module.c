@@ -251,14 +251,19 @@ ngx_module_t  ngx_http_cache_redis_module = {
 
 /*
  * KEYS: entry, lock.  ARGV: token, lock ms, the head of the entry seen
- * ('' if none).  While the lock is held: 0.  Else an entry other than the
- * one seen, or the lock for this request (1), in one step: a fetch that
- * stored between our GET and this finds its entry, not a free lock.
+ * ('' if none).  While the lock is held: 0; while the last answer was not
+ * storable ("!pass"): 2.  Else an entry other than the one seen, or the
+ * lock for this request (1), in one step: a fetch that stored between our
+ * GET and this finds its entry, not a free lock.
  */
 
 static ngx_http_scale_redis_script_t  ngx_http_cache_redis_lock_script = {
     ngx_string(
-"if redis.call('EXISTS', KEYS[2]) == 1 then\n"
+"local l = redis.call('GET', KEYS[2])\n"
+"if l == '!pass' then\n"
+"  return 2\n"
+"end\n"
+"if l then\n"
 "  return 0\n"
 "end\n"
 "local v = redis.call('GET', KEYS[1])\n"
@@ -846,6 +851,12 @@ ngx_http_cache_redis_locked(ngx_http_request_t *r,
                        "cache_redis: lock \"%V\" taken", &ctx->lock);
 
         ctx->lock_held = 1;
+        ngx_http_cache_redis_pass(r, ctx, ctx->rc, 1);
+        return;
+    }
+
+    if (reply->integer == 2) {
+        /* the last answer was not storable: no queueing for the lock */
         ngx_http_cache_redis_pass(r, ctx, ctx->rc, 1);
         return;
     }

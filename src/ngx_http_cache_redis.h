@@ -140,6 +140,7 @@ typedef struct {
     unsigned                         replace:1;    /* stale for an error */
     unsigned                         revalidating:1;
     unsigned                         no_store:1;   /* session not checked */
+    unsigned                         pass:1;       /* answer not storable */
 } ngx_http_cache_redis_ctx_t;
 
 

@@ -90,11 +90,19 @@ static ngx_http_scale_redis_script_t  ngx_http_cache_redis_store_script = {
 };
 
 
-/* KEYS: the lock.  ARGV: the token: only the holder releases it */
+/*
+ * KEYS: the lock.  ARGV: the token (only the holder releases it), and ms
+ * to leave "!pass" in its place ('': none): the answer was not storable,
+ * so for that long the others go to the app at once instead of queueing
+ * for the lock one after the other.
+ */
 
 static ngx_http_scale_redis_script_t  ngx_http_cache_redis_release_script = {
     ngx_string(
 "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+"  if ARGV[2] ~= '' then\n"
+"    return redis.call('SET', KEYS[1], '!pass', 'PX', ARGV[2])\n"
+"  end\n"
 "  return redis.call('DEL', KEYS[1])\n"
 "end\n"
 "return 0\n"),
@@ -221,6 +229,7 @@ ngx_http_cache_redis_decide(ngx_http_request_t *r,
                        "cache_redis: %ui not stored: %s",
                        r->headers_out.status, f.reason);
 
+        ctx->pass = 1;
         ngx_http_cache_redis_store_abort(ctx);
         return NGX_OK;
     }
@@ -275,6 +284,7 @@ ngx_http_cache_redis_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
                                "cache_redis: not stored: "
                                "cache_redis_max_size");
 
+                ctx->pass = 1;
                 ngx_http_cache_redis_store_abort(ctx);
                 return ngx_http_next_body_filter(r, in);
             }
@@ -1036,7 +1046,8 @@ ngx_http_cache_redis_store(ngx_http_request_t *r,
 void
 ngx_http_cache_redis_store_abort(ngx_http_cache_redis_ctx_t *ctx)
 {
-    ngx_str_t  argv[3];
+    u_char     ms[NGX_INT_T_LEN];
+    ngx_str_t  argv[4];
 
     if (ctx->copy) {
         ngx_free(ctx->copy);
@@ -1056,10 +1067,15 @@ ngx_http_cache_redis_store_abort(ngx_http_cache_redis_ctx_t *ctx)
     argv[1] = ctx->lock;
     argv[2].data = ctx->token;
     argv[2].len = ctx->token_len;
+    argv[3].data = ms;
+    argv[3].len = ctx->pass ? (size_t) (ngx_sprintf(ms, "%M",
+                                                    ctx->conf->lock_timeout)
+                                        - ms)
+                            : 0;
 
     (void) ngx_http_cache_redis_send_detached(ctx->conf,
                                         &ngx_http_cache_redis_release_script,
-                                        3, argv, NULL);
+                                        4, argv, NULL);
 }
 
 

@@ -98,6 +98,11 @@ sub conf {
                 proxy_pass http://127.0.0.1:1;
             }
         }
+        location /nostore/ {
+            cache_redis main;
+            cache_redis_no_store 1;
+            proxy_pass http://app/api/slow/;
+        }
         location /reval/ {
             cache_redis main;
             proxy_hide_header Cache-Control;
@@ -208,6 +213,24 @@ isnt(xcache($h), 'HIT', 'what a waiter fetched after the timeout is not stored')
 # a client that goes away while it waits for the lock
 for (1 .. 5) { get("$u[$_ % 2]/short/$k4", 0.2) }
 redis_cli($rp, "del 'cache:short:/short/$k4#lock'");
+
+# an answer that is not storable does not make the others queue for the
+# lock one after the other: 10 at once take about two fetches, not ten
+my $k9 = "nostore" . int(rand(1e9));
+$t0 = time;
+@kids = ();
+for my $i (1 .. 10) {
+    my $pid = fork // die;
+    if ($pid == 0) {
+        { exec 'curl', '-s', '-m', '15', '-o', "$work/ns.$i", "$u[$i % 2]/nostore/$k9" }
+        POSIX::_exit(1);
+    }
+    push @kids, $pid;
+}
+waitpid($_, 0) for @kids;
+$dt = time - $t0;
+is(fetches($k9), 10, 'an unstorable answer: each of 10 concurrent requests fetched');
+cmp_ok($dt, '<', 2.7, 'in parallel once the first answer proved unstorable (10 x 300 ms in a row would be 3 s)');
 
 # 6. use_stale updating: the old entry while one instance refreshes
 my $k5 = "stale" . int(rand(1e9));
