@@ -13,7 +13,7 @@ FUZZ_SECONDS ?= 600
 NGINX_SRC ?=
 NGINX_BIN ?= /usr/sbin/nginx
 SO        := $(BUILD)/modules/ngx_http_scale_module.so
-SRCS      := config $(wildcard *.c *.h)
+SRCS      := config $(wildcard *.c *.h src/*.c src/*.h)
 
 .PHONY: all deps test test-valgrind demo up down bench fuzz deb clean
 
@@ -50,6 +50,7 @@ bench: $(SO)
 	bench/ratelimit
 	bench/session
 	bench/metrics
+	bench/cache
 
 # dpkg-buildpackage writes next to the source tree, so it runs on a copy in
 # build/deb/ (the work tree stays clean) and the results move to build/.

@@ -25,7 +25,7 @@ for step in "$@"; do
     deb)      pkgs+=("${deb[@]}") ;;
     container) pkgs+=("${container[@]}") ;;
     bench)    pkgs+=(wrk redis-server redis-tools curl libnginx-mod-http-lua
-                     lua-nginx-redis) ;;
+                     lua-nginx-redis libnginx-mod-http-srcache-filter python3) ;;
     demo)     pkgs+=(redis-server redis-tools curl haproxy nodejs npm) ;;
     fuzz)     pkgs+=(clang libclang-rt-14-dev libjansson-dev) ;;
     *)        echo "deps.sh: unknown step $step" >&2; exit 2 ;;

@@ -33,7 +33,7 @@ my $out = `timeout 300 $repo/examples/demo/run --quick 2>&1`;
 my $rc = $? >> 8;
 
 my @kpis = ('Instance Scale', 'Load Distribution', 'Session Persistence',
-            'Rate Limiting', 'Failover');
+            'Rate Limiting', 'Query Caching', 'Failover');
 for my $kpi (@kpis) {
     my ($line) = $out =~ /^(KPI \Q$kpi\E \.+ .*)$/m;
     ok(defined $line, "KPI $kpi reported") or next;
@@ -43,7 +43,7 @@ for my $kpi (@kpis) {
 my $lines = () = $out =~ /^KPI /mg;
 is($lines, scalar @kpis, 'exactly one line per KPI');
 is($rc, 0, 'examples/demo/run --quick exits 0') or diag($out);
-like($out, qr/^demo: all 5 KPIs PASS$/m, 'summary line');
+like($out, qr/^demo: all 6 KPIs PASS$/m, 'summary line');
 
 # everything it started is gone: none of its ports still listens
 my @ports = $out =~ m{127\.0\.0\.1:(\d+)}g;

@@ -162,6 +162,48 @@ app.get(["/api/test", "/api/data"], (req, res) => {
   res.json({ instance: INSTANCE_ID, ok: true });
 });
 
+// ------------------------------------------------- query caching demo ---
+// A slow endpoint that counts its fetches, for cache_redis: every GET takes
+// ~200 ms (a "database query") and bumps a counter kept in Redis, so the
+// count covers every app instance. A POST to the same URL is a write: it
+// bumps the item's version, which the next fresh GET shows.
+//   GET  /api/slow/:name          200 JSON after SLOW_MS, Cache-Control: max-age=60
+//   POST /api/slow/:name          200 {"version": n}
+//   GET  /api/slow/:name/fetches  how many GETs of :name reached the apps
+const SLOW_MS = parseInt(process.env.SLOW_MS || "200", 10);
+
+app.get("/api/slow/:name/fetches", async (req, res) => {
+  if (!redisReady) return res.status(503).json({ error: "redis unavailable" });
+  const n = await redisClient.get(`demo:fetches:${req.params.name}`);
+  res.set("Cache-Control", "no-store").json({ fetches: parseInt(n || "0", 10) });
+});
+
+app.get("/api/slow/:name", async (req, res) => {
+  const name = req.params.name;
+  let fetch = null;
+  let version = 0;
+  if (redisReady) {
+    fetch = await redisClient.incr(`demo:fetches:${name}`);
+    version = parseInt((await redisClient.get(`demo:version:${name}`)) || "0", 10);
+  }
+  await new Promise((resolve) => setTimeout(resolve, SLOW_MS));
+  res.set("Cache-Control", "max-age=60").json({
+    name,
+    version,
+    fetch,
+    user: req.get("x-user-id") || null,
+    instance: INSTANCE_ID,
+    at: new Date().toISOString(),
+  });
+});
+
+app.post("/api/slow/:name", async (req, res) => {
+  if (!redisReady) return res.status(503).json({ error: "redis unavailable" });
+  const version = await redisClient.incr(`demo:version:${req.params.name}`);
+  res.json({ name: req.params.name, version, instance: INSTANCE_ID });
+});
+// ------------------------------------------------ end query caching demo ---
+
 app.get(["/api/health", "/healthz"], (req, res) => {
   res.json({ status: "ok", instance: INSTANCE_ID });
 });
