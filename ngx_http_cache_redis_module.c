@@ -308,6 +308,24 @@ static ngx_str_t  ngx_http_cache_redis_status_names[] = {
 };
 
 
+/* the families, declared also where cache_redis is not used */
+#define NGX_HTTP_CACHE_REDIS_REQUESTS      0
+#define NGX_HTTP_CACHE_REDIS_STORED        1
+#define NGX_HTTP_CACHE_REDIS_STORED_BYTES  2
+
+static ngx_http_scale_series_t  ngx_http_cache_redis_families[] = {
+    { ngx_string("nginx_cache_redis_requests_total"),
+      ngx_string("Requests looked up by cache_redis, by result."),
+      ngx_null_string, NGX_HTTP_SCALE_COUNTER, 0 },
+    { ngx_string("nginx_cache_redis_stored_total"),
+      ngx_string("Responses stored by cache_redis."),
+      ngx_null_string, NGX_HTTP_SCALE_COUNTER, 0 },
+    { ngx_string("nginx_cache_redis_stored_bytes_total"),
+      ngx_string("Bytes of the entries cache_redis stored."),
+      ngx_null_string, NGX_HTTP_SCALE_COUNTER, 0 }
+};
+
+
 static ngx_http_variable_t  ngx_http_cache_redis_vars[] = {
 
     { ngx_string("cache_redis_status"), NULL,
@@ -1397,6 +1415,21 @@ ngx_http_cache_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* health_ready checks it; its connections load the cache's scripts */
+
+    ngx_http_scale_redis_pool_use(clcf->pool);
+
+    if (ngx_http_scale_redis_script_init(cf, clcf->pool,
+                                         &ngx_http_cache_redis_lock_script)
+        != NGX_OK
+        || ngx_http_scale_redis_script_init(cf, clcf->pool,
+                                         &ngx_http_cache_redis_purge_script)
+           != NGX_OK
+        || ngx_http_cache_redis_store_scripts(cf, clcf->pool) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cache_redis_module);
     cmcf->enabled = 1;
 
@@ -1498,23 +1531,15 @@ static ngx_int_t
 ngx_http_cache_redis_add_series(ngx_conf_t *cf,
     ngx_http_cache_redis_main_conf_t *cmcf)
 {
-    u_char      *p;
-    ngx_int_t    slot;
-    ngx_str_t    labels, name, *s;
-    ngx_uint_t   i;
+    u_char                   *p;
+    ngx_int_t                 slot;
+    ngx_str_t                 labels, name, *s;
+    ngx_uint_t                i;
+    ngx_http_scale_series_t  *f;
 
-    static ngx_str_t  family = ngx_string("nginx_cache_redis_requests_total");
-    static ngx_str_t  help = ngx_string(
-                                   "Requests looked up by cache_redis, "
-                                   "by result.");
-    static ngx_str_t  stored = ngx_string("nginx_cache_redis_stored_total");
-    static ngx_str_t  stored_help = ngx_string(
-                                   "Responses stored by cache_redis.");
-    static ngx_str_t  bytes = ngx_string(
-                                   "nginx_cache_redis_stored_bytes_total");
-    static ngx_str_t  bytes_help = ngx_string(
-                                   "Bytes of the entries cache_redis stored.");
     static ngx_str_t  none = ngx_null_string;
+
+    f = ngx_http_cache_redis_families;
 
     for (i = NGX_HTTP_CACHE_REDIS_HIT; i < NGX_HTTP_CACHE_REDIS_NRESULTS; i++)
     {
@@ -1536,8 +1561,10 @@ ngx_http_cache_redis_add_series(ngx_conf_t *cf,
         p = ngx_sprintf(labels.data, "result=\"%V\"", &name);
         labels.len = p - labels.data;
 
-        slot = ngx_http_scale_series_add(cf, &family, &help,
-                                         NGX_HTTP_SCALE_COUNTER, &labels);
+        slot = ngx_http_scale_series_add(cf,
+                   &f[NGX_HTTP_CACHE_REDIS_REQUESTS].family,
+                   &f[NGX_HTTP_CACHE_REDIS_REQUESTS].help,
+                   NGX_HTTP_SCALE_COUNTER, &labels);
         if (slot == NGX_ERROR) {
             return NGX_ERROR;
         }
@@ -1545,7 +1572,9 @@ ngx_http_cache_redis_add_series(ngx_conf_t *cf,
         cmcf->slots[i] = slot;
     }
 
-    slot = ngx_http_scale_series_add(cf, &stored, &stored_help,
+    slot = ngx_http_scale_series_add(cf,
+                                     &f[NGX_HTTP_CACHE_REDIS_STORED].family,
+                                     &f[NGX_HTTP_CACHE_REDIS_STORED].help,
                                      NGX_HTTP_SCALE_COUNTER, &none);
     if (slot == NGX_ERROR) {
         return NGX_ERROR;
@@ -1553,8 +1582,10 @@ ngx_http_cache_redis_add_series(ngx_conf_t *cf,
 
     cmcf->stored_slot = slot;
 
-    slot = ngx_http_scale_series_add(cf, &bytes, &bytes_help,
-                                     NGX_HTTP_SCALE_COUNTER, &none);
+    slot = ngx_http_scale_series_add(cf,
+               &f[NGX_HTTP_CACHE_REDIS_STORED_BYTES].family,
+               &f[NGX_HTTP_CACHE_REDIS_STORED_BYTES].help,
+               NGX_HTTP_SCALE_COUNTER, &none);
     if (slot == NGX_ERROR) {
         return NGX_ERROR;
     }
@@ -1568,7 +1599,9 @@ ngx_http_cache_redis_add_series(ngx_conf_t *cf,
 static ngx_int_t
 ngx_http_cache_redis_init(ngx_conf_t *cf)
 {
+    ngx_uint_t                          i;
     ngx_http_handler_pt                *h;
+    ngx_http_scale_series_t            *f;
     ngx_http_core_main_conf_t          *cmcf;
     ngx_http_compile_complex_value_t    ccv;
     ngx_http_cache_redis_main_conf_t   *crmcf;
@@ -1576,6 +1609,18 @@ ngx_http_cache_redis_init(ngx_conf_t *cf)
     static ngx_str_t  session_id = ngx_string("session_redis_id");
     static ngx_str_t  session_status = ngx_string("session_redis_status");
     static ngx_str_t  default_key = ngx_string("$scheme$host$request_uri");
+
+    f = ngx_http_cache_redis_families;
+
+    for (i = 0; i < sizeof(ngx_http_cache_redis_families)
+                    / sizeof(ngx_http_scale_series_t); i++)
+    {
+        if (ngx_http_scale_family_add(cf, &f[i].family, &f[i].help, f[i].type)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
 
     crmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cache_redis_module);
 
@@ -1598,16 +1643,6 @@ ngx_http_cache_redis_init(ngx_conf_t *cf)
                                                               &session_status);
 
     if (ngx_http_cache_redis_add_series(cf, crmcf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_scale_redis_script_init(cf,
-                                         &ngx_http_cache_redis_lock_script)
-        != NGX_OK
-        || ngx_http_scale_redis_script_init(cf,
-                                         &ngx_http_cache_redis_purge_script)
-           != NGX_OK)
-    {
         return NGX_ERROR;
     }
 

@@ -111,18 +111,26 @@ static ngx_http_scale_redis_script_t  ngx_http_cache_redis_release_script = {
 
 
 ngx_int_t
-ngx_http_cache_redis_store_init(ngx_conf_t *cf)
+ngx_http_cache_redis_store_scripts(ngx_conf_t *cf,
+    ngx_http_scale_redis_pool_t *pool)
 {
-    if (ngx_http_scale_redis_script_init(cf,
+    if (ngx_http_scale_redis_script_init(cf, pool,
                                          &ngx_http_cache_redis_store_script)
         != NGX_OK
-        || ngx_http_scale_redis_script_init(cf,
+        || ngx_http_scale_redis_script_init(cf, pool,
                                         &ngx_http_cache_redis_release_script)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_cache_redis_store_init(ngx_conf_t *cf)
+{
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_cache_redis_header_filter;
 
@@ -1199,6 +1207,7 @@ ngx_http_cache_redis_send_detached(ngx_http_cache_redis_loc_conf_t *conf,
     ngx_int_t                    rc;
     ngx_uint_t                   i;
     ngx_http_cache_redis_cmd_t  *cmd;
+    ngx_http_scale_redis_cmd_t  *sent;
 
     size = sizeof(ngx_http_cache_redis_cmd_t)
            + argc * (sizeof(const char *) + sizeof(size_t));
@@ -1243,10 +1252,12 @@ ngx_http_cache_redis_send_detached(ngx_http_cache_redis_loc_conf_t *conf,
         cmd->argvlen[i] = argv[i].len;
     }
 
+    /* never abandoned: a write in flight ends within the pool's timeout */
+
     rc = ngx_http_scale_redis_send_detached(conf->pool, script, argc,
                                             cmd->argv, cmd->argvlen,
                                             ngx_http_cache_redis_detached_done,
-                                            cmd);
+                                            cmd, &sent);
     if (rc == NGX_AGAIN) {
         return NGX_OK;
     }

@@ -15,6 +15,9 @@
 
 
 ngx_int_t ngx_http_cache_redis_store_init(ngx_conf_t *cf);
+/* the store's scripts run on every pool cache_redis uses */
+ngx_int_t ngx_http_cache_redis_store_scripts(ngx_conf_t *cf,
+    ngx_http_scale_redis_pool_t *pool);
 
 /*
  * cache_redis_revalidate: the expired entry's validators on the request to

@@ -127,7 +127,13 @@ Time::HiRes::sleep(1.2);
 ["GET /metrics", "GET /metrics"]
 --- response_body_like eval
 [qr/.*/,
- qr/^# HELP nginx_connections .*
+ qr/^# HELP nginx_cache_redis_requests_total .*
+# TYPE nginx_cache_redis_requests_total counter
+# HELP nginx_cache_redis_stored_bytes_total .*
+# TYPE nginx_cache_redis_stored_bytes_total counter
+# HELP nginx_cache_redis_stored_total .*
+# TYPE nginx_cache_redis_stored_total counter
+# HELP nginx_connections .*
 # TYPE nginx_connections gauge
 nginx_connections\{state="active"\} \d+
 nginx_connections\{state="reading"\} \d+
