@@ -1045,9 +1045,14 @@ ngx_http_cache_redis_store(ngx_http_request_t *r,
     ctx->storing = 0;
     ctx->lock_held = 0;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "cache_redis: storing \"%V\", %uz bytes: %i",
-                   &ctx->key, body, rc);
+    if (rc != NGX_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "cache_redis: \"%V\" not stored", &ctx->key);
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "cache_redis: storing \"%V\", %uz bytes", &ctx->key, body);
 }
 
 
