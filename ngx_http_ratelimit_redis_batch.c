@@ -73,8 +73,10 @@ static const char  *ngx_http_ratelimit_redis_digits[] = {
  * (the window's start in ms, the counts of that window and of the one
  * before).  Windows roll in place: a key read in the window after START
  * counts CURRENT as the previous window's, and later ones as nothing.
- * Each write sets the TTL to the end of the next window, so Redis drops a
- * key once it no longer counts, one key at a time (no bulk deletes).
+ * The first write in a window sets the TTL to the end of the next window
+ * (later ones in the same window keep it: a TTL change costs Redis more
+ * than the write), so Redis drops a key once it no longer counts, one key
+ * at a time (no bulk deletes).
  * ARGV: per run, its number of requests and of zones, then per zone:
  * limit, window (ms), dry run (0/1).
  * Per run it returns how many of its requests are admitted (the first
@@ -115,14 +117,14 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "        x = {w, e, now - e}\n"
 "        win[ws] = x\n"
 "      end\n"
-"      local c, p = 0, 0\n"
+"      local c, p, same = 0, 0, false\n"
 "      if v[k] then\n"
 "        local b, y, z = string.match(v[k], '^(%d+):(%d+):(%d+)$')\n"
 "        b = tonumber(b)\n"
-"        if b == x[3] then c, p = tonumber(y), tonumber(z)\n"
+"        if b == x[3] then c, p, same = tonumber(y), tonumber(z), true\n"
 "        elseif b == x[3] - x[1] then p = tonumber(y) end\n"
 "      end\n"
-"      s = {c, p, x[1], x[2], x[3], false}\n"
+"      s = {c, p, x[1], x[2], x[3], false, same}\n"
 "      st[name] = s\n"
 "    end\n"
 "    local ls = ARGV[a + 3 * j - 1]\n"
@@ -184,8 +186,9 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "end\n"
 "for name, s in pairs(st) do\n"
 "  if s[6] then\n"
-"    redis.call('SET', name, string.format('%d:%d:%d', s[5], s[1], s[2]),\n"
-"               'PX', 2 * s[3] - s[4])\n"
+"    local val = string.format('%d:%d:%d', s[5], s[1], s[2])\n"
+"    if s[7] then redis.call('SET', name, val, 'KEEPTTL')\n"
+"    else redis.call('SET', name, val, 'PX', 2 * s[3] - s[4]) end\n"
 "  end\n"
 "end\n"
 "return out\n"),

@@ -74,9 +74,12 @@ sub one {
 }
 
 # this window's count
-cmd('SET', 'rl:{t:cur}:w', "$start:4:0");
+cmd('SET', 'rl:{t:cur}:w', "$start:4:0", 'PX', 9_000_000);
 is(one('rl:{t:cur}:w', 5), '1 0 0', 'this window: 4 counted, the 5th of 5 is admitted');
 is(cmd('GET', 'rl:{t:cur}:w'), "$start:5:0", 'this window: the count moves to 5');
+my $kept = cmd('PTTL', 'rl:{t:cur}:w');
+ok($kept <= 9_000_000 && $kept > 8_900_000,
+   "a later write in the window keeps the TTL the first one set ($kept ms)");
 is(one('rl:{t:cur}:w', 5), '0 0 1', 'this window: the 6th is rejected');
 is(cmd('GET', 'rl:{t:cur}:w'), "$start:5:0", 'a rejected request writes nothing');
 
@@ -107,10 +110,13 @@ cmd('SET', 'rl:{t:junk}:w', 'hello');
 is(one('rl:{t:junk}:w', 2), '1 1 0', 'a value of another format counts as nothing');
 is(cmd('GET', 'rl:{t:junk}:w'), "$start:1:0", 'and is replaced');
 
-# the TTL runs to the end of the next window
-my $ttl = cmd('PTTL', 'rl:{t:old}:w');
+# the first write in a window sets the TTL to the end of the next window
 my $end = $start + 2 * $w - $now;
-ok($ttl <= $end && $ttl > $end - 60_000, "TTL to the end of the next window ($ttl ms)");
+for my $k (qw(last old junk)) {
+    my $ttl = cmd('PTTL', "rl:{t:$k}:w");
+    ok($ttl <= $end && $ttl > $end - 60_000,
+       "first write in the window ($k): TTL to the end of the next one ($ttl ms)");
+}
 
 close $rs;
 
