@@ -126,30 +126,48 @@ expect_code() {   # expect_code CODE URL [HEADER]: the case does what it claims
     [ "$got" = "$1" ] || { echo "$2 answered $got, not $1" >&2; exit 1; }
 }
 
-rps() {   # rps SECONDS URL [HEADER [KEYS]]: req/s, requests
+# rps SECONDS URL [HEADER [KEYS]]: req/s, requests.  KEYS: a number of
+# keys for keys.lua, or the name of another wrk script in $work (NAME.lua)
+rps() {
+    local script=
+    case ${4:-} in
+    "") ;;
+    *[!0-9]*) script=$work/$4.lua ;;
+    *) script=$work/keys.lua ;;
+    esac
     KEYS=${4:-1} wrk -t1 -c"$conns" -d"${1}s" ${3:+-H "$3"} \
-        ${4:+-s "$work/keys.lua"} "$2" 2>/dev/null \
+        ${script:+-s "$script"} "$2" 2>/dev/null \
         | awk '/ requests in / {n = $1} /^Requests\/sec/ {r = $2}
                END {print r, n}'
 }
 
-# rps_cpu SECONDS URL HEADER KEYS: req/s, nginx and Redis µs per request
+redis_calls() {   # commands Redis has run (INFO stats)
+    [ -n "${redis_port:-}" ] || { echo 0; return; }
+    redis-cli -p "$redis_port" info stats \
+        | awk -F: '/^total_commands_processed:/ {print $2 + 0}'
+}
+
+# rps_cpu SECONDS URL HEADER KEYS: req/s, nginx and Redis µs per request,
+# requests per Redis command (a batch is one EVALSHA)
 rps_cpu() {
-    local t0 r0 t1 r1 out hz
+    local t0 r0 c0 t1 r1 c1 out hz
     hz=$(getconf CLK_TCK)
-    t0=$(cpu_ticks); r0=$(redis_cpu)
+    t0=$(cpu_ticks); r0=$(redis_cpu); c0=$(redis_calls)
     out=$(rps "$@")
-    t1=$(cpu_ticks); r1=$(redis_cpu)
-    awk -v o="$out" -v t="$((t1 - t0))" -v hz="$hz" -v r0="$r0" -v r1="$r1" '
+    t1=$(cpu_ticks); r1=$(redis_cpu); c1=$(redis_calls)
+    awk -v o="$out" -v t="$((t1 - t0))" -v hz="$hz" -v r0="$r0" -v r1="$r1" \
+        -v c="$((c1 - c0))" '
         BEGIN { split(o, a, " "); n = a[2] > 0 ? a[2] : 1
-                printf "%s %.3f %.3f\n", a[1], t / hz * 1e6 / n, (r1 - r0) * 1e6 / n }'
+                printf "%s %.3f %.3f %.2f\n", a[1], t / hz * 1e6 / n,
+                       (r1 - r0) * 1e6 / n, (c > 0 ? n / c : 0) }'
 }
 
 # compare "name|url|header|keys" ...: the first case is the baseline.
 # Every round gives each case one slice, in an order that rotates; prints
 # the median req/s of each case, the median of its per-round ratios, and
-# the median nginx and Redis CPU per request.  $work/results keeps
-# "round case req/s nginx-µs redis-µs" lines for more ratios.
+# the median nginx and Redis CPU per request and requests per Redis
+# command.  $work/results keeps "round case req/s nginx-µs redis-µs
+# req/cmd" lines for more ratios.
 compare() {
     local cases=("$@") n=$# r i k name url hdr nk out=$work/results
     : >"$out"
@@ -168,20 +186,21 @@ compare() {
         done
     done
 
-    printf '%-44s %9s %6s %8s %8s\n' "one worker, wrk -c$conns, ${rounds}x${slice}s" \
-        "req/s" "ratio" "nginx us" "redis us"
+    printf '%-44s %9s %6s %8s %8s %8s\n' "one worker, wrk -c$conns, ${rounds}x${slice}s" \
+        "req/s" "ratio" "nginx us" "redis us" "req/cmd"
     for i in $(seq 0 $((n - 1))); do
         IFS='|' read -r name url hdr nk <<<"${cases[$i]}"
         awk -v i="$i" -v name="$name" '
-            { v[$1, $2] = $3; c[$1, $2] = $4; d[$1, $2] = $5
+            { v[$1, $2] = $3; c[$1, $2] = $4; d[$1, $2] = $5; b[$1, $2] = $6
               if ($1 > rounds) rounds = $1 }
             END {
                 for (r = 1; r <= rounds; r++) {
                     a[r] = v[r, i]; q[r] = v[r, i] / v[r, 0]
-                    x[r] = c[r, i]; y[r] = d[r, i]
+                    x[r] = c[r, i]; y[r] = d[r, i]; z[r] = b[r, i]
                 }
-                printf "%-44s %9.0f %6.2f %8.2f %8.2f\n", name, median(a, rounds),
-                       median(q, rounds), median(x, rounds), median(y, rounds)
+                printf "%-44s %9.0f %6.2f %8.2f %8.2f %8.2f\n", name, median(a, rounds),
+                       median(q, rounds), median(x, rounds), median(y, rounds),
+                       median(z, rounds)
             }
             function median(x, m,   j, k, t) {
                 for (j = 1; j <= m; j++) for (k = j + 1; k <= m; k++)
