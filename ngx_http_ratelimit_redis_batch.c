@@ -68,15 +68,7 @@ static const char  *ngx_http_ratelimit_redis_digits[] = {
  * their keys and arguments are sent once and their answers come back as
  * one (a global limit or a flood from one client is a single run however
  * many requests it holds).
- * KEYS: the key of each (run, zone), run by run: "rl:{ZONE:KEY}:WINDOW",
- * one string per zone and limited key holding "START:CURRENT:PREVIOUS"
- * (the window's start in ms, the counts of that window and of the one
- * before).  Windows roll in place: a key read in the window after START
- * counts CURRENT as the previous window's, and later ones as nothing.
- * The first write in a window sets the TTL to the end of the next window
- * (later ones in the same window keep it: a TTL change costs Redis more
- * than the write), so Redis drops a key once it no longer counts, one key
- * at a time (no bulk deletes).
+ * KEYS: a base key per (run, zone), run by run.
  * ARGV: per run, its number of requests and of zones, then per zone:
  * limit, window (ms), dry run (0/1).
  * Per run it returns how many of its requests are admitted (the first
@@ -90,58 +82,55 @@ static const char  *ngx_http_ratelimit_redis_digits[] = {
  * Sliding window: the current window's count plus the previous one's
  * weighted by how much of it the last window length still covers.  Time
  * comes from Redis, so nginx hosts need not agree on the clock.  A request
- * is counted only if all its zones admit it.  Redis work per batch: one
- * TIME, one MGET, and one SET per key whose count moved; nginx names the
- * keys, so the script builds no key names.
+ * is counted only if all its zones admit it.  Key names and numbers are
+ * worked out once per distinct key and window, not once per request.
  */
 
 static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
     ngx_string(
 "local t = redis.call('TIME')\n"
 "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-"local v = redis.call('MGET', unpack(KEYS))\n"
-"local st, zs, zl, zd, rn, nz, win, num = {}, {}, {}, {}, {}, {}, {}, {}\n"
+"local zk, zp, zl, zw, ze, zd = {}, {}, {}, {}, {}, {}\n"
+"local rn, nz, names, seen, win, num = {}, {}, {}, {}, {}, {}\n"
 "local a, k = 1, 1\n"
 "while a <= #ARGV do\n"
 "  local n = tonumber(ARGV[a + 1])\n"
 "  rn[#rn + 1], nz[#nz + 1] = tonumber(ARGV[a]), n\n"
 "  for j = 1, n do\n"
-"    local name = KEYS[k]\n"
-"    local s = st[name]\n"
+"    local ws = ARGV[a + 3 * j]\n"
+"    local s = win[ws]\n"
 "    if not s then\n"
-"      local ws = ARGV[a + 3 * j]\n"
-"      local x = win[ws]\n"
-"      if not x then\n"
-"        local w = tonumber(ws)\n"
-"        local e = now % w\n"
-"        x = {w, e, now - e}\n"
-"        win[ws] = x\n"
-"      end\n"
-"      local c, p, same = 0, 0, false\n"
-"      if v[k] then\n"
-"        local b, y, z = string.match(v[k], '^(%d+):(%d+):(%d+)$')\n"
-"        b = tonumber(b)\n"
-"        if b == x[3] then c, p, same = tonumber(y), tonumber(z), true\n"
-"        elseif b == x[3] - x[1] then p = tonumber(y) end\n"
-"      end\n"
-"      s = {c, p, x[1], x[2], x[3], false, same}\n"
-"      st[name] = s\n"
+"      local w = tonumber(ws)\n"
+"      local e = now % w\n"
+"      s = {w, e, tostring(now - e), tostring(now - e - w)}\n"
+"      win[ws] = s\n"
+"    end\n"
+"    local base = KEYS[k]\n"
+"    local id = base .. ws\n"
+"    local cur = seen[id]\n"
+"    if not cur then\n"
+"      cur = {base .. s[3], base .. s[4]}\n"
+"      seen[id] = cur\n"
+"      names[#names + 1] = cur[1]\n"
+"      names[#names + 1] = cur[2]\n"
 "    end\n"
 "    local ls = ARGV[a + 3 * j - 1]\n"
 "    local l = num[ls]\n"
 "    if not l then l = tonumber(ls); num[ls] = l end\n"
-"    zs[k], zl[k], zd[k] = s, l, ARGV[a + 3 * j + 1] == '1'\n"
+"    zk[k], zp[k], zw[k], ze[k] = cur[1], cur[2], s[1], s[2]\n"
+"    zl[k], zd[k] = l, ARGV[a + 3 * j + 1] == '1'\n"
 "    k = k + 1\n"
 "  end\n"
 "  a = a + 2 + 3 * n\n"
 "end\n"
-"local out, ok = {}, {}\n"
+"local count, incr, ttl, out, ok = {}, {}, {}, {}, {}\n"
+"local v = redis.call('MGET', unpack(names))\n"
+"for i, name in ipairs(names) do count[name] = tonumber(v[i]) or 0 end\n"
 "k = 1\n"
 "for r = 1, #nz do\n"
 "  local n, m, o = nz[r], rn[r], #out + 1\n"
 "  for z = k, k + n - 1 do\n"
-"    local s, l = zs[z], zl[z]\n"
-"    local c, p, w, e = s[1], s[2], s[3], s[4]\n"
+"    local c, p, l, w, e = count[zk[z]], count[zp[z]], zl[z], zw[z], ze[z]\n"
 "    local left = math.floor(l - (p * (w - e) / w + c))\n"
 "    out[o + 4 * (z - k) + 1] = 0\n"
 "    out[o + 4 * (z - k) + 2] = left > 0 and left or 0\n"
@@ -152,8 +141,7 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "  while admitted < m do\n"
 "    local admit = true\n"
 "    for z = k, k + n - 1 do\n"
-"      local s, l = zs[z], zl[z]\n"
-"      local c, p, w, e = s[1], s[2], s[3], s[4]\n"
+"      local c, p, l, w, e = count[zk[z]], count[zp[z]], zl[z], zw[z], ze[z]\n"
 "      ok[z] = p * (w - e) / w + c + 1 <= l\n"
 "      if not ok[z] then\n"
 "        local retry\n"
@@ -170,8 +158,10 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "    admitted = admitted + 1\n"
 "    for z = k, k + n - 1 do\n"
 "      if ok[z] then\n"
-"        local s = zs[z]\n"
-"        s[1], s[6] = s[1] + 1, true\n"
+"        local key = zk[z]\n"
+"        count[key] = count[key] + 1\n"
+"        incr[key] = (incr[key] or 0) + 1\n"
+"        ttl[key] = 2 * zw[z]\n"
 "        out[o + 4 * (z - k) + 1] = admitted\n"
 "      end\n"
 "    end\n"
@@ -184,12 +174,9 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "  end\n"
 "  k = k + n\n"
 "end\n"
-"for name, s in pairs(st) do\n"
-"  if s[6] then\n"
-"    local val = string.format('%d:%d:%d', s[5], s[1], s[2])\n"
-"    if s[7] then redis.call('SET', name, val, 'KEEPTTL')\n"
-"    else redis.call('SET', name, val, 'PX', 2 * s[3] - s[4]) end\n"
-"  end\n"
+"for key, d in pairs(incr) do\n"
+"  redis.call('INCRBY', key, d)\n"
+"  if count[key] == d then redis.call('PEXPIRE', key, ttl[key]) end\n"
 "end\n"
 "return out\n"),
     { 0 }

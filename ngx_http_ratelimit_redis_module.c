@@ -335,11 +335,7 @@ ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
 }
 
 
-/*
- * "rl:{zone:key}:window": the script's key for this zone and limited key,
- * named here so that the script builds no names; the window length in the
- * name keeps counts apart when a reload changes a zone's rate unit
- */
+/* "rl:{zone:key}:" - the hash tag keeps a key's windows in one slot */
 
 static ngx_int_t
 ngx_http_ratelimit_redis_key(ngx_http_request_t *r,
@@ -373,8 +369,7 @@ ngx_http_ratelimit_redis_key(ngx_http_request_t *r,
         value.len = p - value.data;
     }
 
-    key->len = sizeof("rl:{:}:") - 1 + zone->name.len + value.len
-               + zone->window_arg.len;
+    key->len = sizeof("rl:{:}:") - 1 + zone->name.len + value.len;
     key->data = ngx_pnalloc(r->pool, key->len);
     if (key->data == NULL) {
         return NGX_ERROR;
@@ -385,8 +380,7 @@ ngx_http_ratelimit_redis_key(ngx_http_request_t *r,
     *p++ = ':';
     p = ngx_cpymem(p, value.data, value.len);
     *p++ = '}';
-    *p++ = ':';
-    ngx_memcpy(p, zone->window_arg.data, zone->window_arg.len);
+    *p = ':';
 
     return NGX_OK;
 }
