@@ -141,14 +141,14 @@ rps() {
                END {print r, n}'
 }
 
-redis_calls() {   # commands Redis has run (INFO stats)
+redis_calls() {   # the calls requests make: scripts (a batch each) and GETs
     [ -n "${redis_port:-}" ] || { echo 0; return; }
-    redis-cli -p "$redis_port" info stats \
-        | awk -F: '/^total_commands_processed:/ {print $2 + 0}'
+    redis-cli -p "$redis_port" info commandstats | tr -d '\r' \
+        | awk -F'[:=,]' '/^cmdstat_(evalsha|eval|get):/ {s += $3} END {print s + 0}'
 }
 
 # rps_cpu SECONDS URL HEADER KEYS: req/s, nginx and Redis µs per request,
-# requests per Redis command (a batch is one EVALSHA)
+# requests per script call or GET (for ratelimit_redis: the batch size)
 rps_cpu() {
     local t0 r0 c0 t1 r1 c1 out hz
     hz=$(getconf CLK_TCK)
@@ -166,8 +166,8 @@ rps_cpu() {
 # Every round gives each case one slice, in an order that rotates; prints
 # the median req/s of each case, the median of its per-round ratios, and
 # the median nginx and Redis CPU per request and requests per Redis
-# command.  $work/results keeps "round case req/s nginx-µs redis-µs
-# req/cmd" lines for more ratios.
+# script call or GET.  $work/results keeps "round case req/s nginx-µs
+# redis-µs req/call" lines for more ratios.
 compare() {
     local cases=("$@") n=$# r i k name url hdr nk out=$work/results
     : >"$out"
@@ -187,7 +187,7 @@ compare() {
     done
 
     printf '%-44s %9s %6s %8s %8s %8s\n' "one worker, wrk -c$conns, ${rounds}x${slice}s" \
-        "req/s" "ratio" "nginx us" "redis us" "req/cmd"
+        "req/s" "ratio" "nginx us" "redis us" "req/call"
     for i in $(seq 0 $((n - 1))); do
         IFS='|' read -r name url hdr nk <<<"${cases[$i]}"
         awk -v i="$i" -v name="$name" '
