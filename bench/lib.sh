@@ -4,6 +4,10 @@
 #
 # Settings: ROUNDS (5), SLICE seconds per case and round (3), CONNS (32),
 # NGINX_BIN (/usr/sbin/nginx), SO (build/modules/ngx_http_scale_module.so).
+#
+# Besides req/s, compare() prints the CPU each request cost the nginx
+# workers (utime + stime from /proc) and Redis (INFO cpu), medians over
+# the rounds: only the case being measured runs during its slice.
 
 set -eu
 
@@ -86,45 +90,117 @@ EOC
     sleep 0.3                     # workers connect to Redis
 }
 
+# keys.lua: each request asks for /PATH?k=N with N drawn uniformly from
+# 1..KEYS (env), so a limit keyed on $arg_k sees KEYS distinct clients
+wrk_keys_script() {
+    cat >"$work/keys.lua" <<'EOL'
+local n = tonumber(os.getenv("KEYS")) or 1
+init = function() math.randomseed(os.time()) end
+request = function()
+    return wrk.format(nil, wrk.path .. "?k=" .. math.random(n))
+end
+EOL
+}
+
+cpu_ticks() {   # utime + stime of every bench nginx worker, in clock ticks
+    local f m c t=0
+    for f in "$work"/ngx-*/nginx.pid; do
+        [ -f "$f" ] || continue
+        m=$(cat "$f")
+        for c in $(cat "/proc/$m/task/$m/children" 2>/dev/null); do
+            t=$((t + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+        done
+    done
+    echo "$t"
+}
+
+redis_cpu() {   # used_cpu_user + used_cpu_sys of the bench Redis, seconds
+    [ -n "${redis_port:-}" ] || { echo 0; return; }
+    redis-cli -p "$redis_port" info cpu \
+        | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.6f\n", s}'
+}
+
 expect_code() {   # expect_code CODE URL [HEADER]: the case does what it claims
     local got
     got=$(curl -s -o /dev/null -w '%{http_code}' ${3:+-H "$3"} "$2")
     [ "$got" = "$1" ] || { echo "$2 answered $got, not $1" >&2; exit 1; }
 }
 
-rps() {   # rps SECONDS URL [HEADER]
-    wrk -t1 -c"$conns" -d"${1}s" ${3:+-H "$3"} "$2" 2>/dev/null \
-        | awk '/^Requests\/sec/ {print $2}'
+# rps SECONDS URL [HEADER [KEYS]]: req/s, requests.  KEYS: a number of
+# keys for keys.lua, or the name of another wrk script in $work (NAME.lua)
+rps() {
+    local script=
+    case ${4:-} in
+    "") ;;
+    *[!0-9]*) script=$work/$4.lua ;;
+    *) script=$work/keys.lua ;;
+    esac
+    KEYS=${4:-1} wrk -t1 -c"$conns" -d"${1}s" ${3:+-H "$3"} \
+        ${script:+-s "$script"} "$2" 2>/dev/null \
+        | awk '/ requests in / {n = $1} /^Requests\/sec/ {r = $2}
+               END {print r, n}'
 }
 
-# compare "name|url|header" ...: the first case is the baseline.  Every
-# round gives each case one slice, in an order that rotates; prints the
-# median req/s of each case and the median of its per-round ratios.
+redis_calls() {   # the calls requests make: scripts (a batch each) and GETs
+    [ -n "${redis_port:-}" ] || { echo 0; return; }
+    redis-cli -p "$redis_port" info commandstats | tr -d '\r' \
+        | awk -F'[:=,]' '/^cmdstat_(evalsha|eval|get):/ {s += $3} END {print s + 0}'
+}
+
+# rps_cpu SECONDS URL HEADER KEYS: req/s, nginx and Redis µs per request,
+# requests per script call or GET (for ratelimit_redis: the batch size)
+rps_cpu() {
+    local t0 r0 c0 t1 r1 c1 out hz
+    hz=$(getconf CLK_TCK)
+    t0=$(cpu_ticks); r0=$(redis_cpu); c0=$(redis_calls)
+    out=$(rps "$@")
+    t1=$(cpu_ticks); r1=$(redis_cpu); c1=$(redis_calls)
+    awk -v o="$out" -v t="$((t1 - t0))" -v hz="$hz" -v r0="$r0" -v r1="$r1" \
+        -v c="$((c1 - c0))" '
+        BEGIN { split(o, a, " "); n = a[2] > 0 ? a[2] : 1
+                printf "%s %.3f %.3f %.2f\n", a[1], t / hz * 1e6 / n,
+                       (r1 - r0) * 1e6 / n, (c > 0 ? n / c : 0) }'
+}
+
+# compare "name|url|header|keys" ...: the first case is the baseline.
+# Every round gives each case one slice, in an order that rotates; prints
+# the median req/s of each case, the median of its per-round ratios, and
+# the median nginx and Redis CPU per request and requests per Redis
+# script call or GET.  $work/results keeps "round case req/s nginx-µs
+# redis-µs req/call" lines for more ratios.
 compare() {
-    local cases=("$@") n=$# r i k name url hdr out=$work/results
+    local cases=("$@") n=$# r i k name url hdr nk out=$work/results
     : >"$out"
+    [ -f "$work/keys.lua" ] || wrk_keys_script
 
     for i in $(seq 0 $((n - 1))); do          # warm-up
-        IFS='|' read -r name url hdr <<<"${cases[$i]}"
-        rps 1 "$url" "$hdr" >/dev/null
+        IFS='|' read -r name url hdr nk <<<"${cases[$i]}"
+        rps 1 "$url" "$hdr" "$nk" >/dev/null
     done
 
     for r in $(seq "$rounds"); do
         for k in $(seq 0 $((n - 1))); do
             i=$(((k + r) % n))
-            IFS='|' read -r name url hdr <<<"${cases[$i]}"
-            echo "$r $i $(rps "$slice" "$url" "$hdr")" >>"$out"
+            IFS='|' read -r name url hdr nk <<<"${cases[$i]}"
+            echo "$r $i $(rps_cpu "$slice" "$url" "$hdr" "$nk")" >>"$out"
         done
     done
 
-    printf '%-40s %10s %8s\n' "one worker, wrk -c$conns, ${rounds}x${slice}s" "req/s" "ratio"
+    printf '%-44s %9s %6s %8s %8s %8s\n' "one worker, wrk -c$conns, ${rounds}x${slice}s" \
+        "req/s" "ratio" "nginx us" "redis us" "req/call"
     for i in $(seq 0 $((n - 1))); do
-        IFS='|' read -r name url hdr <<<"${cases[$i]}"
+        IFS='|' read -r name url hdr nk <<<"${cases[$i]}"
         awk -v i="$i" -v name="$name" '
-            { v[$1, $2] = $3; if ($1 > rounds) rounds = $1 }
+            { v[$1, $2] = $3; c[$1, $2] = $4; d[$1, $2] = $5; b[$1, $2] = $6
+              if ($1 > rounds) rounds = $1 }
             END {
-                for (r = 1; r <= rounds; r++) { a[r] = v[r, i]; q[r] = v[r, i] / v[r, 0] }
-                printf "%-40s %10.0f %8.2f\n", name, median(a, rounds), median(q, rounds)
+                for (r = 1; r <= rounds; r++) {
+                    a[r] = v[r, i]; q[r] = v[r, i] / v[r, 0]
+                    x[r] = c[r, i]; y[r] = d[r, i]; z[r] = b[r, i]
+                }
+                printf "%-44s %9.0f %6.2f %8.2f %8.2f %8.2f\n", name, median(a, rounds),
+                       median(q, rounds), median(x, rounds), median(y, rounds),
+                       median(z, rounds)
             }
             function median(x, m,   j, k, t) {
                 for (j = 1; j <= m; j++) for (k = j + 1; k <= m; k++)
@@ -132,6 +208,16 @@ compare() {
                 return (m % 2) ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
             }' "$out"
     done
+}
+
+ratio_of() {   # ratio_of I J: median over rounds of case I / case J req/s
+    awk -v i="$1" -v j="$2" '{ v[$1, $2] = $3; if ($1 > n) n = $1 }
+         END {
+             for (r = 1; r <= n; r++) q[r] = v[r, i] / v[r, j]
+             for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++)
+                 if (q[b] < q[a]) { t = q[a]; q[a] = q[b]; q[b] = t }
+             printf "%.2f\n", (n % 2) ? q[(n + 1) / 2] : (q[n / 2] + q[n / 2 + 1]) / 2
+         }' "$work/results"
 }
 
 errlog_summary() {
