@@ -56,7 +56,6 @@ typedef struct {
 
 typedef struct {
     ngx_uint_t                       enabled;
-    ngx_uint_t                       touch;        /* used somewhere */
     ngx_uint_t                       slots[NGX_HTTP_SESSION_REDIS_NRESULTS];
 } ngx_http_session_redis_main_conf_t;
 
@@ -1090,7 +1089,6 @@ ngx_http_session_redis_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     smcf->enabled = 0;
-     *     smcf->touch = 0;
      */
 
     return smcf;
@@ -1338,9 +1336,8 @@ ngx_http_session_redis_touch(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_session_redis_loc_conf_t  *slcf = conf;
 
-    ngx_str_t                           *value;
-    ngx_msec_t                           ms;
-    ngx_http_session_redis_main_conf_t  *smcf;
+    ngx_str_t   *value;
+    ngx_msec_t   ms;
 
     if (slcf->touch != NGX_CONF_UNSET_MSEC) {
         return "is duplicate";
@@ -1370,10 +1367,6 @@ ngx_http_session_redis_touch(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     slcf->touch_arg.len = ngx_sprintf(slcf->touch_arg.data, "%M", ms)
                           - slcf->touch_arg.data;
-
-    smcf = ngx_http_conf_get_module_main_conf(cf,
-                                              ngx_http_session_redis_module);
-    smcf->touch = 1;
 
     return NGX_CONF_OK;
 }
