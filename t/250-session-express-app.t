@@ -12,33 +12,13 @@ our ($work);
 require "$FindBin::Bin/helpers/scale.pl";
 need_module_and_redis();
 
-my $app_dir = "$FindBin::Bin/../examples/app";
-plan skip_all => 'node and npm are needed for the express app'
-    if system('command -v node >/dev/null && command -v npm >/dev/null') != 0;
-
-unless (-d "$app_dir/node_modules") {
-    system("cd $app_dir && npm ci --omit=dev --no-audit --no-fund >$work/npm.log 2>&1") == 0
-        or plan skip_all => 'npm ci failed (no registry?): ' . `tail -3 $work/npm.log`;
-}
+need_example_app();
 
 my $rp = free_port();
 start_redis($rp);
 
 my $secret = 'interop secret';
-my $ap = free_port();
-my $app = fork // die;
-if ($app == 0) {
-    open STDOUT, '>', "$work/app.log"; open STDERR, '>&', \*STDOUT;
-    $ENV{PORT} = $ap; $ENV{INSTANCE_ID} = 'app-t'; $ENV{SESSION_SECRET} = $secret;
-    $ENV{REDIS_URL} = "redis://127.0.0.1:$rp";
-    { exec 'node', "$app_dir/server.js" }
-    POSIX::_exit(1);
-}
-END { kill 'TERM', $app if $app }
-
-my $up = 0;
-for (1 .. 100) { $up = 1, last if (get("http://127.0.0.1:$ap/healthz"))[0] == 200; sleep 0.1 }
-ok($up, 'the express app is up') or diag(`cat $work/app.log`);
+my $ap = start_example_app('app-250', $rp, $secret);
 
 my $port = free_port();
 my $d = start_nginx('interop', <<"_EOC_");
@@ -80,7 +60,7 @@ like($profile, qr/"user":"alice"/, 'the app received X-User-Id alice from nginx'
 unlike($profile, qr/mallory/, 'the client-sent X-User-Id was replaced');
 like($profile, qr/"session_user":"alice"/, 'the app sees the same session');
 like(`cat $work/h1`, qr/X-Session: VALID/, 'status VALID');
-like(`cat $work/h1`, qr/X-Instance-Id: app-t/, 'answered by the app');
+like(`cat $work/h1`, qr/X-Instance-Id: app-250/, 'answered by the app');
 
 # no cookie: 401 from nginx, the app is not reached
 my $code = curl("-o /dev/null -w '%{http_code}' $u/api/profile");

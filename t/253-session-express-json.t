@@ -18,29 +18,13 @@ our ($work);
 require "$FindBin::Bin/helpers/scale.pl";
 need_module_and_redis();
 
-my $app_dir = "$FindBin::Bin/../examples/app";
-plan skip_all => 'node and the app\'s node_modules are needed'
-    unless system('command -v node >/dev/null') == 0
-           && -d "$app_dir/node_modules/express-session";
+need_example_app();
 
 my $rp = free_port();
 start_redis($rp);
 
 my $secret = 'json secret';
-my $ap = free_port();
-my $app = fork // die;
-if ($app == 0) {
-    open STDOUT, '>', "$work/app.log"; open STDERR, '>&', \*STDOUT;
-    $ENV{PORT} = $ap; $ENV{INSTANCE_ID} = 'app-253'; $ENV{SESSION_SECRET} = $secret;
-    $ENV{REDIS_URL} = "redis://127.0.0.1:$rp";
-    { exec 'node', "$app_dir/server.js" }
-    POSIX::_exit(1);
-}
-END { kill 'TERM', $app if $app }
-
-my $up = 0;
-for (1 .. 100) { $up = 1, last if (get("http://127.0.0.1:$ap/healthz"))[0] == 200; sleep 0.1 }
-ok($up, 'the express app is up') or diag(`cat $work/app.log`);
+my $ap = start_example_app('app-253', $rp, $secret);
 
 # ------------------------------------------------------------ helpers --
 

@@ -15,33 +15,13 @@ our ($work);
 require "$FindBin::Bin/helpers/scale.pl";
 need_module_and_redis();
 
-my $app_dir = "$FindBin::Bin/../examples/app";
-plan skip_all => 'node and npm are needed for the express app'
-    if system('command -v node >/dev/null && command -v npm >/dev/null') != 0;
-
-unless (-d "$app_dir/node_modules") {
-    system("cd $app_dir && npm ci --omit=dev --no-audit --no-fund >$work/npm.log 2>&1") == 0
-        or plan skip_all => 'npm ci failed (no registry?): ' . `tail -3 $work/npm.log`;
-}
+need_example_app();
 
 my $rp = free_port();
 start_redis($rp);
 
 my $secret = 'cache secret';
-my $ap = free_port();
-my $app = fork // die;
-if ($app == 0) {
-    open STDOUT, '>', "$work/app.log"; open STDERR, '>&', \*STDOUT;
-    $ENV{PORT} = $ap; $ENV{INSTANCE_ID} = 'app-t'; $ENV{SESSION_SECRET} = $secret;
-    $ENV{REDIS_URL} = "redis://127.0.0.1:$rp"; $ENV{SLOW_MS} = 300;
-    { exec 'node', "$app_dir/server.js" }
-    POSIX::_exit(1);
-}
-END { kill 'TERM', $app if $app }
-
-my $up = 0;
-for (1 .. 100) { $up = 1, last if (get("http://127.0.0.1:$ap/healthz"))[0] == 200; sleep 0.1 }
-ok($up, 'the express app is up') or diag(`cat $work/app.log`);
+my $ap = start_example_app('app-410', $rp, $secret, SLOW_MS => 300);
 
 sub conf {
     my ($port) = @_;

@@ -162,8 +162,45 @@ sub evalsha_calls {
     return $n || 0;
 }
 
+
+# The example express app (examples/app: express-session + connect-redis),
+# the judge of what a valid session is.  need_example_app() installs its
+# node_modules on first use, or skips the test where node or the npm
+# registry is missing; call it before any test runs.
+my $app_dir = "$FindBin::Bin/../examples/app";
+my @apps;
+
+sub need_example_app {
+    plan skip_all => 'node and npm are needed for the express app'
+        if system('command -v node >/dev/null && command -v npm >/dev/null') != 0;
+    return if -d "$app_dir/node_modules/express-session";
+    system("cd $app_dir && npm ci --omit=dev --no-audit --no-fund >$work/npm.log 2>&1") == 0
+        or plan skip_all => 'npm ci failed (no registry?): ' . `tail -3 $work/npm.log`;
+}
+
+# start_example_app(NAME, REDIS_PORT, SECRET, ENV...): its port, once it
+# answers /healthz; stopped at exit
+sub start_example_app {
+    my ($name, $redis_port, $secret, %env) = @_;
+    my $port = free_port();
+    my $pid = fork // die;
+    if ($pid == 0) {
+        open STDOUT, '>', "$work/$name.log"; open STDERR, '>&', \*STDOUT;
+        %ENV = (%ENV, PORT => $port, INSTANCE_ID => $name, SESSION_SECRET => $secret,
+                REDIS_URL => "redis://127.0.0.1:$redis_port", %env);
+        { exec 'node', "$app_dir/server.js" }
+        POSIX::_exit(1);
+    }
+    push @apps, $pid;
+    my $up = 0;
+    for (1 .. 100) { $up = 1, last if (get("http://127.0.0.1:$port/healthz"))[0] == 200; sleep 0.1 }
+    ok($up, "the express app $name is up") or diag(`cat $work/$name.log`);
+    return $port;
+}
+
 # children (fork) leave through POSIX::_exit, so only the parent gets here
 END {
+    kill 'TERM', $_ for @apps;
     stop_nginx($_) for @nginx;
     stop_redis($_) for keys %redis;
 }
