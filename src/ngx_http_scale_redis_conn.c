@@ -232,11 +232,14 @@ ngx_http_scale_redis_conn_connected(ngx_http_scale_redis_conn_t *rc)
 }
 
 
+/* a refused connect is what a pool waiting for its Redis sees: info */
+
 static ngx_int_t
 ngx_http_scale_redis_conn_test_connect(ngx_connection_t *c)
 {
-    int        err;
-    socklen_t  len;
+    int                           err;
+    socklen_t                     len;
+    ngx_http_scale_redis_conn_t  *rc = c->data;
 
     err = 0;
     len = sizeof(int);
@@ -246,7 +249,9 @@ ngx_http_scale_redis_conn_test_connect(ngx_connection_t *c)
     }
 
     if (err) {
-        (void) ngx_connection_error(c, err, "connect() failed");
+        ngx_log_error(NGX_LOG_INFO, rc->parent_log, err,
+                      "redis pool \"%V\" connect() to %V failed",
+                      rc->pool_name, &rc->peer_name);
         return NGX_ERROR;
     }
 
