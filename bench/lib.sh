@@ -38,9 +38,9 @@ trap bench_cleanup EXIT
 
 . "$repo/scripts/lib/redis.sh"     # free_port, redis_start, redis_stop
 
-start_redis() {   # sets redis_port
+start_redis() {   # start_redis [REDIS FLAGS...]: sets redis_port
     redis_port=$(free_port)
-    redis_start "$redis_port" "$work" || exit 1
+    redis_start "$redis_port" "$work" "$@" || exit 1
     pids+=("$(cat "$work/redis-$redis_port.pid")")
 }
 
