@@ -14,6 +14,12 @@
 #define NGX_HTTP_SCALE_REDIS_PENDING_SIZE  64
 #define NGX_HTTP_SCALE_REDIS_READ_SIZE     16384
 
+#if (NGX_SSL)
+#define ngx_http_scale_redis_conn_tls(c)   ((c)->ssl != NULL)
+#else
+#define ngx_http_scale_redis_conn_tls(c)   0
+#endif
+
 
 static void ngx_http_scale_redis_conn_connected(
     ngx_http_scale_redis_conn_t *rc);
@@ -37,6 +43,8 @@ static ngx_int_t ngx_http_scale_redis_conn_reserve(
     ngx_http_scale_redis_conn_t *rc, size_t len);
 static u_char *ngx_http_scale_redis_conn_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
+static void ngx_http_scale_redis_conn_log_writer(ngx_log_t *log,
+    ngx_uint_t level, u_char *buf, size_t len);
 
 
 ngx_int_t
@@ -50,6 +58,8 @@ ngx_http_scale_redis_conn_init(ngx_http_scale_redis_conn_t *rc,
     rc->log.handler = ngx_http_scale_redis_conn_log_error;
     rc->log.data = rc;
     rc->log.action = NULL;
+    rc->log.writer = ngx_http_scale_redis_conn_log_writer;
+    rc->log.wdata = rc;
 
     rc->peer_name.data = ngx_alloc(2 * (NGX_SOCKADDR_STRLEN + 256), log);
     if (rc->peer_name.data == NULL) {
@@ -503,7 +513,8 @@ ngx_http_scale_redis_conn_read_handler(ngx_event_t *rev)
         }
 
         if (n == NGX_ERROR) {
-            ngx_http_scale_redis_conn_lost(rc, "read failed");
+            ngx_http_scale_redis_conn_lost(rc, ngx_http_scale_redis_conn_tls(c) ? "SSL read failed"
+                                               : "reset by the server");
             return;
         }
 
@@ -732,7 +743,8 @@ ngx_http_scale_redis_conn_flush(ngx_http_scale_redis_conn_t *rc)
         rv = c->send_chain(c, &cl, 0);
 
         if (rv == NGX_CHAIN_ERROR) {
-            ngx_http_scale_redis_conn_lost(rc, "write failed");
+            ngx_http_scale_redis_conn_lost(rc, ngx_http_scale_redis_conn_tls(c) ? "SSL write failed"
+                                               : "write failed");
             return;
         }
 
@@ -852,4 +864,50 @@ ngx_http_scale_redis_conn_log_error(ngx_log_t *log, u_char *buf, size_t len)
                      rc->pool_name, &rc->peer_name);
 
     return p;
+}
+
+
+/*
+ * nginx's own messages about a Redis connection ("SSL_read() failed ...
+ * alert certificate required") are the pool's errors: a [crit] there is
+ * a server that refused, not a fault of this host.
+ */
+
+static void
+ngx_http_scale_redis_conn_log_writer(ngx_log_t *log, ngx_uint_t level,
+    u_char *buf, size_t len)
+{
+    u_char                       *p, *tag;
+    u_char                        line[NGX_MAX_ERROR_STR + 16];
+    ngx_log_t                    *parent;
+    ngx_http_scale_redis_conn_t  *rc = log->wdata;
+
+    parent = rc->parent_log;
+
+    if (level == NGX_LOG_CRIT && len < NGX_MAX_ERROR_STR) {
+        tag = ngx_strlcasestrn(buf, buf + ngx_min(len, 64),
+                               (u_char *) " [crit] ", sizeof(" [crit] ") - 2);
+
+        if (tag) {
+            p = ngx_cpymem(line, buf, tag - buf);
+            p = ngx_cpymem(p, " [error] ", sizeof(" [error] ") - 1);
+            p = ngx_cpymem(p, tag + sizeof(" [crit] ") - 1,
+                           len - (tag - buf) - (sizeof(" [crit] ") - 1));
+
+            buf = line;
+            len = p - line;
+            level = NGX_LOG_ERR;
+        }
+    }
+
+    if (parent->log_level < level) {
+        return;
+    }
+
+    if (parent->writer) {
+        parent->writer(parent, level, buf, len);
+        return;
+    }
+
+    (void) ngx_write_fd(parent->file->fd, buf, len);
 }

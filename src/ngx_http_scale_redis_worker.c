@@ -87,6 +87,7 @@ ngx_http_scale_redis_init_process(ngx_cycle_t *cycle,
         pool->up = 0;
         pool->since = ngx_current_msec;
         pool->down_reason = "connecting";
+        pool->down_logged = 0;
         ngx_http_scale_gauge_set(pool->up_slot, 0);
 
         if (pool->sentinels
@@ -648,6 +649,7 @@ ngx_http_scale_redis_schedule(ngx_http_scale_redis_conn_t *rc,
 static void
 ngx_http_scale_redis_timer_handler(ngx_event_t *ev)
 {
+    ngx_int_t                     skipped;
     ngx_http_scale_redis_conn_t  *rc = ev->data;
 
     if (ngx_http_scale_redis_is_exiting || ngx_exiting || ngx_quit) {
@@ -661,6 +663,22 @@ ngx_http_scale_redis_timer_handler(ngx_event_t *ev)
     }
 
     /* locating, connect or handshake took too long */
+
+    if (rc->resolving) {
+        skipped = ngx_http_scale_log_burst(&rc->pool->log_burst);
+
+        if (skipped != NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
+                          "redis pool \"%V\" could not resolve \"%V\" "
+                          "in %M ms, %i similar errors not logged",
+                          &rc->pool->name, &rc->pool->host,
+                          rc->pool->connect_timeout, skipped);
+        }
+
+        ngx_http_scale_redis_drop(rc, "resolver did not answer in time",
+                                  NGX_HTTP_SCALE_REDIS_TIMEOUT);
+        return;
+    }
 
     ngx_log_error(NGX_LOG_INFO, rc->pool->log, 0,
                   "redis pool \"%V\" connect to %V timed out",
@@ -844,15 +862,18 @@ ngx_http_scale_redis_pool_update(ngx_http_scale_redis_pool_t *pool,
         reason = pool->down_reason ? pool->down_reason : "not answering";
     }
 
-    if (up != pool->up) {
-        if (!up) {
-            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
-                          "redis pool \"%V\" is down: %s",
-                          &pool->name, reason);
-        }
+    /* down: said once, also when a new worker never gets a connection */
 
+    if (!up && !pool->down_logged && ngx_strcmp(reason, "connecting") != 0) {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "redis pool \"%V\" is down: %s", &pool->name, reason);
+        pool->down_logged = 1;
+    }
+
+    if (up != pool->up) {
         pool->up = up;
         pool->since = ngx_current_msec;
+        pool->down_logged = 0;
     }
 
     pool->down_reason = up ? NULL : reason;

@@ -274,7 +274,7 @@ sub dns_outage {
     my ($what, $break, $mend, $secs) = @_;
     my $mark = errlog_mark($d);
     $break->();
-    sleep 1.2;              # the cached answer (valid=1s) expires
+    sleep 2.2;              # the cached answer (valid=1s, whole seconds) expires
     drop_conn();
     my ($slow_plain, $slow_rl, $nplain, %v) = (0, 0, 0);
     my $t0 = time;
