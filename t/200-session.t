@@ -539,3 +539,6 @@ X-Session: INVALID
              [error => 1];
      qr/$p/
  }]
+--- no_error_log
+[alert]
+[emerg]
