@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_scale_module.h"
+#include "ngx_http_scale_redis.h"
 
 
 #define NGX_HTTP_RATELIMIT_REDIS_PASSED            1

@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_ratelimit_redis.h"
+#include "ngx_http_scale_redis.h"
 
 
 /* requests in one script call; run lengths are kept in u_char */

@@ -10,8 +10,11 @@
  */
 
 
+#include <ngx_sha1.h>
 #include "ngx_http_ratelimit_redis.h"
 #include "ngx_http_ratelimit_redis_cache.h"
+#include "ngx_http_scale_redis.h"
+#include "ngx_http_scale_metrics.h"
 
 
 #define NGX_HTTP_RATELIMIT_REDIS_HEADERS_OFF       0
