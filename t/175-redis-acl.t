@@ -21,7 +21,7 @@ start_redis($rp);
 
 redis_cli($rp, 'acl setuser sessonly on ">pw" "~sess:*" +get +expire +ping');
 redis_cli($rp, 'acl setuser rlonly on ">pw" "~rl:*" +evalsha +eval +ping'
-               . ' +time +mget +incrby +pexpire');
+               . ' +time +hmget +hset +pexpire +unlink');
 redis_cli($rp, q{set sess:abc '{"cookie":{},"user":{"id":"erin"}}' ex 600});
 
 my $port = free_port();
