@@ -18,6 +18,13 @@
 #error NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX must fit in u_char
 #endif
 
+/*
+ * Batches a pool has unanswered; the requests that come meanwhile wait
+ * for one to be answered and go together: Redis pays a call's fixed cost
+ * once for all of them, and the wait is shorter than a round trip
+ */
+#define NGX_HTTP_RATELIMIT_REDIS_SENT_MAX  1
+
 /* (run, zone) pairs of a batch at most; indexes kept in u_short */
 #define NGX_HTTP_RATELIMIT_REDIS_APPS                                         \
     (NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX * NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX)
@@ -27,6 +34,7 @@ struct ngx_http_ratelimit_redis_batcher_s {
     ngx_http_scale_redis_pool_t     *pool;
     ngx_queue_t                      pending;      /* of ctx */
     ngx_event_t                      flush;        /* posted */
+    ngx_uint_t                       sent;         /* batches unanswered */
 };
 
 
@@ -42,6 +50,7 @@ struct ngx_http_ratelimit_redis_batch_s {
     u_char                          *nzones;       /* zones per run */
     u_short                         *slots;        /* per run and zone:
                                                       2 * zone + dry run */
+    ngx_uint_t                       sent;         /* counted in batcher */
     int                              argc;
     const char                     **argv;
     size_t                          *argvlen;
@@ -49,6 +58,8 @@ struct ngx_http_ratelimit_redis_batch_s {
 
 
 static void ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev);
+static void ngx_http_ratelimit_redis_batch_answered(
+    ngx_http_ratelimit_redis_batcher_t *b);
 static ngx_http_ratelimit_redis_batch_t *ngx_http_ratelimit_redis_batch_build(
     ngx_http_ratelimit_redis_batcher_t *b);
 static ngx_uint_t ngx_http_ratelimit_redis_batch_same(
@@ -351,7 +362,7 @@ ngx_http_ratelimit_redis_batch_add(ngx_http_request_t *r,
     ctx->batcher = b;
     ngx_queue_insert_tail(&b->pending, &ctx->queue);
 
-    if (!b->flush.posted) {
+    if (!b->flush.posted && b->sent < NGX_HTTP_RATELIMIT_REDIS_SENT_MAX) {
         ngx_post_event(&b->flush, &ngx_posted_events);
     }
 
@@ -371,8 +382,9 @@ ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
     ngx_http_ratelimit_redis_ctx_t    *ctx;
     ngx_http_ratelimit_redis_batch_t  *batch;
 
-    while (!ngx_queue_empty(&b->pending)) {
-
+    while (!ngx_queue_empty(&b->pending)
+           && b->sent < NGX_HTTP_RATELIMIT_REDIS_SENT_MAX)
+    {
         batch = ngx_http_ratelimit_redis_batch_build(b);
 
         if (batch == NULL) {
@@ -380,6 +392,10 @@ ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
             rc = NGX_HTTP_SCALE_REDIS_PROTOCOL;
 
         } else {
+            /* counted first: the answer may come at any time after */
+            batch->sent = 1;
+            b->sent++;
+
             rc = ngx_http_scale_redis_send_detached(b->pool,
                                          &ngx_http_ratelimit_redis_script,
                                          batch->argc, batch->argv,
@@ -395,6 +411,9 @@ ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
         }
 
         if (batch) {
+            batch->sent = 0;
+            b->sent--;
+
             ngx_queue_insert_tail(&ngx_http_ratelimit_redis_inflight,
                                   &batch->inflight);
             ngx_http_ratelimit_redis_batch_reply(batch, rc, NULL);
@@ -544,6 +563,7 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
 
     batch->batcher = b;
     batch->cmd = NULL;
+    batch->sent = 0;
     batch->waiting = n;
     batch->argc = size;
     batch->ctxs = (ngx_http_ratelimit_redis_ctx_t **) (batch + 1);
@@ -674,6 +694,11 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
     ngx_http_ratelimit_redis_verdict_t   v[NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX];
 
     ngx_queue_remove(&batch->inflight);
+
+    if (batch->sent) {
+        batch->sent = 0;
+        ngx_http_ratelimit_redis_batch_answered(batch->batcher);
+    }
 
     /* the requests that resuming one ends must not free the batch */
     batch->cmd = NULL;
@@ -899,6 +924,24 @@ ngx_http_ratelimit_redis_batch_cleanup(void *data)
 
         ngx_http_scale_redis_abandon(batch->cmd);
         ngx_queue_remove(&batch->inflight);
+
+        if (batch->sent) {
+            ngx_http_ratelimit_redis_batch_answered(batch->batcher);
+        }
+
         ngx_free(batch);
+    }
+}
+
+
+/* a batch is answered or abandoned: the requests that waited go */
+
+static void
+ngx_http_ratelimit_redis_batch_answered(ngx_http_ratelimit_redis_batcher_t *b)
+{
+    b->sent--;
+
+    if (!ngx_queue_empty(&b->pending) && !b->flush.posted) {
+        ngx_post_event(&b->flush, &ngx_posted_events);
     }
 }
