@@ -78,9 +78,6 @@ static ngx_http_ratelimit_redis_batcher_t  *ngx_http_ratelimit_redis_batchers;
 static ngx_queue_t                          ngx_http_ratelimit_redis_inflight;
 static ngx_uint_t                           ngx_http_ratelimit_redis_batch_gen;
 
-static const char  *ngx_http_ratelimit_redis_digits[] = {
-    "0", "1", "2", "3", "4", "5", "6", "7", "8"
-};
 
 
 /*
@@ -101,9 +98,10 @@ static const char  *ngx_http_ratelimit_redis_digits[] = {
  *
  * KEYS: "rl:{ZONE}:" per zone of the batch.
  * ARGV: the number of zones; per zone its limit, window (ms) and number
- * of distinct keys; the distinct keys, zone by zone; then per run its
- * number of requests and of zones, and per zone 2 * (the key's place among
- * the distinct keys, from 0) + dry run (0/1).
+ * of distinct keys; the distinct keys, zone by zone; then the runs in one
+ * string of bytes: per run its number of requests and of zones, and per
+ * zone 2 * (the key's place among the distinct keys, from 0) + dry run
+ * (0/1) in two bytes, most significant first.
  *
  * It returns per zone the ms to its window's end (reset), then per run:
  * for a run of one request, per zone the remaining before the request if
@@ -126,7 +124,7 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
     ngx_string(
 "local t = redis.call('TIME')\n"
 "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-"local nz, na = tonumber(ARGV[1]), #ARGV\n"
+"local nz = tonumber(ARGV[1])\n"
 "local a, g, f0 = 2 + 3 * nz, 0, 1 + 3 * nz\n"
 "local zl, zw, zr, zk, zm = {}, {}, {}, {}, {}\n"
 "local cc, pp, fz, out = {}, {}, {}, {}\n"
@@ -147,11 +145,13 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "  g, a = g + nf, a + nf\n"
 "end\n"
 "local o, rg, rd, ok, seen, dirty, nd = nz, {}, {}, {}, {}, {}, 0\n"
-"while a <= na do\n"
-"  local m, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])\n"
+"local b = {string.byte(ARGV[a], 1, -1)}\n"
+"a = 1\n"
+"while a <= #b do\n"
+"  local m, n = b[a], b[a + 1]\n"
 "  local admit = true\n"
 "  for j = 1, n do\n"
-"    local s = tonumber(ARGV[a + 1 + j])\n"
+"    local s = b[a + 2 * j] * 256 + b[a + 2 * j + 1]\n"
 "    local d = s % 2\n"
 "    local g = (s - d) / 2 + 1\n"
 "    local z = fz[g]\n"
@@ -229,7 +229,7 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "    end\n"
 "    o = o + 1 + 3 * n\n"
 "  end\n"
-"  a = a + 2 + n\n"
+"  a = a + 2 + 2 * n\n"
 "end\n"
 "for z = 1, nz do\n"
 "  zm[z] = zm[z] and {} or {'', 1}\n"
@@ -543,18 +543,17 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
         }
     }
 
-    /*
-     * numkeys, a key per zone, the number of zones, 3 per zone, the
-     * distinct keys, then per run its sizes and one per zone of the run
-     */
-    size = 1 + nz + 1 + 3 * nz + nf + 2 * nruns + nkeys;
+    /* numkeys, a key per zone, the number of zones, 3 per zone, the
+     * distinct keys, the runs */
+    size = 1 + nz + 1 + 3 * nz + nf + 1;
 
     batch = ngx_alloc(sizeof(ngx_http_ratelimit_redis_batch_t)
                       + n * sizeof(ngx_http_ratelimit_redis_ctx_t *)
                       + size * (sizeof(char *) + sizeof(size_t))
                       + nkeys * sizeof(u_short)
                       + 2 * nruns
-                      + (2 + nz + nruns + nkeys) * NGX_INT_T_LEN
+                      + (2 + nz) * NGX_INT_T_LEN
+                      + 2 * nruns + 2 * nkeys
                       + bytes,
                       ngx_cycle->log);
     if (batch == NULL) {
@@ -633,20 +632,19 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
         p = ngx_cpymem(p, key->data, key->len);
     }
 
-    for (r = 0, k = 0; r < nruns; r++) {
-        *argv++ = (const char *) p;
-        *lens = ngx_sprintf(p, "%ui", (ngx_uint_t) runs[r]) - p;
-        p += *lens++;
+    /* the runs, as bytes: the script reads them with one string.byte() */
 
-        *argv++ = ngx_http_ratelimit_redis_digits[batch->nzones[r]];
-        *lens++ = 1;
+    *argv++ = (const char *) p;
+    *lens++ = 2 * nruns + 2 * nkeys;
+
+    for (r = 0, k = 0; r < nruns; r++) {
+        *p++ = runs[r];
+        *p++ = batch->nzones[r];
 
         for (j = 0; j < batch->nzones[r]; j++, k++) {
-            *argv++ = (const char *) p;
-            *lens = ngx_sprintf(p, "%ui",
-                                2 * (ngx_uint_t) field[k] + (slot[k] & 1))
-                    - p;
-            p += *lens++;
+            i = 2 * (ngx_uint_t) field[k] + (slot[k] & 1);
+            *p++ = (u_char) (i >> 8);
+            *p++ = (u_char) (i & 0xff);
         }
     }
 

@@ -120,8 +120,9 @@ sub reference {
 # a request: [[zone, key, dry], ...]; the batch as the module encodes it:
 # a key per zone of the batch (the start of its hashes' names); per zone
 # its limit, window and number of distinct keys; the distinct keys zone by
-# zone; then per run its size, its number of zones and per zone
-# 2 * (the key's place among the distinct keys) + dry run
+# zone; then the runs in one string of bytes: per run its size, its number
+# of zones and per zone 2 * (the key's place among the distinct keys) +
+# dry run, in two bytes
 sub call {
     my ($prefix, @reqs) = @_;
     my (@zones, %fields, @args);
@@ -139,16 +140,17 @@ sub call {
             push @distinct, $k;
         }
     }
+    my $runs = '';
     for my $run (runs(@reqs)) {
         my $req = $reqs[$run->[0]];
-        push @args, $run->[1], scalar @$req;
-        push @args, map { 2 * $place{"$_->[0]\0$_->[1]"} + $_->[2] } @$req;
+        $runs .= pack('CC', $run->[1], scalar @$req);
+        $runs .= pack('n', 2 * $place{"$_->[0]\0$_->[1]"} + $_->[2]) for @$req;
     }
     return unfold(cmd('EVALSHA', $sha, scalar @zones,
                       (map { "$prefix:$_:" } @zones), scalar @zones,
                       (map { ($zone{$_}{limit}, $zone{$_}{window},
                               scalar @{ $fields{$_} }) } @zones),
-                      @distinct, @args),
+                      @distinct, $runs),
                   \@zones, @reqs);
 }
 
