@@ -12,6 +12,7 @@
 
 #include <ngx_sha1.h>
 #include "ngx_http_ratelimit_redis.h"
+#include "ngx_http_ratelimit_redis_batch.h"
 #include "ngx_http_ratelimit_redis_cache.h"
 #include "ngx_http_scale_redis.h"
 #include "ngx_http_scale_metrics.h"
@@ -50,6 +51,9 @@ static ngx_int_t ngx_http_ratelimit_redis_key(ngx_http_request_t *r,
     ngx_http_ratelimit_redis_zone_t *zone, ngx_str_t *key);
 static ngx_int_t ngx_http_ratelimit_redis_verdict(ngx_http_request_t *r,
     ngx_http_ratelimit_redis_ctx_t *ctx,
+    ngx_http_ratelimit_redis_verdict_t *v);
+static void ngx_http_ratelimit_redis_decide(ngx_http_request_t *r,
+    ngx_http_ratelimit_redis_ctx_t *ctx, ngx_int_t rc,
     ngx_http_ratelimit_redis_verdict_t *v);
 static ngx_int_t ngx_http_ratelimit_redis_failed(ngx_http_request_t *r,
     ngx_http_ratelimit_redis_ctx_t *ctx);
@@ -328,6 +332,9 @@ ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
     rc = ngx_http_ratelimit_redis_batch_add(r, ctx);
 
     if (rc == NGX_AGAIN) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ratelimit_redis: %ui zones, waiting for zone \"%V\"'s"
+                       " batch", n, &ctx->limits[0]->zone->name);
         ctx->waiting = 1;
         return NGX_AGAIN;
     }
@@ -381,12 +388,16 @@ ngx_http_ratelimit_redis_key(ngx_http_request_t *r,
 
 /* Redis' answer for one request of a batch, or why there is none */
 
-void
+static void
 ngx_http_ratelimit_redis_decide(ngx_http_request_t *r,
     ngx_http_ratelimit_redis_ctx_t *ctx, ngx_int_t rc,
     ngx_http_ratelimit_redis_verdict_t *v)
 {
     ctx->waiting = 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ratelimit_redis: batch answered, rc %i, admitted %ui",
+                   rc, v ? v[0].admitted : 0);
 
     if (rc != NGX_HTTP_SCALE_REDIS_OK) {
         ctx->rc = ngx_http_ratelimit_redis_failed(r, ctx);
@@ -1162,7 +1173,8 @@ ngx_http_ratelimit_redis_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_http_ratelimit_redis_batch_init(cycle, &rmcf->zones);
+    return ngx_http_ratelimit_redis_batch_init(cycle, &rmcf->zones,
+                                               ngx_http_ratelimit_redis_decide);
 }
 
 

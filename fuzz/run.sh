@@ -22,9 +22,9 @@ cp -n "$repo"/fuzz/corpus/* "$out/corpus/" 2>/dev/null || true
 clang -g -O1 -fsanitize=fuzzer,address,undefined \
     -fno-sanitize-recover=undefined \
     -I "$src/src/core" -I "$src/src/event" -I "$src/src/event/modules" \
-    -I "$src/src/os/unix" -I "$build/obj" -I "$repo" \
+    -I "$src/src/os/unix" -I "$build/obj" -I "$repo" -I "$repo/src" \
     "$repo/fuzz/session_cookie_fuzz.c" \
-    "$repo/ngx_http_session_redis_cookie.c" \
+    "$repo/src/ngx_http_session_redis_cookie.c" \
     "$repo/src/ngx_http_session_redis_json.c" \
     -lcrypto -ljansson -lm -o "$out/session_cookie_fuzz"
 

@@ -1,7 +1,7 @@
 
 /*
  * libFuzzer target: what session_redis reads as express-session does
- * (ngx_http_session_redis_cookie.c).
+ * (src/ngx_http_session_redis_cookie.c).
  *
  * Every input is
  *   - split at '\n' into Cookie headers, read by the module's reader one
@@ -26,7 +26,7 @@
 #include <math.h>
 #include <jansson.h>
 
-#include "../ngx_http_session_redis_cookie.h"
+#include "../src/ngx_http_session_redis_cookie.h"
 #include "../src/ngx_http_session_redis_json.h"
 
 

@@ -25,7 +25,7 @@ start_redis($rp);
 
 # the script, as the module sends it
 my $script = do {
-    open my $f, '<', "$FindBin::Bin/../ngx_http_ratelimit_redis_batch.c" or die $!;
+    open my $f, '<', "$FindBin::Bin/../src/ngx_http_ratelimit_redis_batch.c" or die $!;
     local $/;
     my $src = <$f>;
     my ($body) = $src =~ /ngx_http_ratelimit_redis_script = \{\s*ngx_string\((.*?)\),\s*\{ 0 \}/s

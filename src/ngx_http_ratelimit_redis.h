@@ -1,7 +1,7 @@
 
 /*
- * ratelimit_redis internals shared by the module (directives, verdicts)
- * and the batcher (one script call for the requests of a loop iteration).
+ * ratelimit_redis: the types the module (directives, verdicts) and the
+ * batcher (one script call for the requests of a loop iteration) share.
  */
 
 
@@ -80,21 +80,6 @@ typedef struct {
     ngx_http_ratelimit_redis_batch_t    *batch;    /* sent, not answered */
     ngx_uint_t                       index;        /* in the batch */
 } ngx_http_ratelimit_redis_ctx_t;
-
-
-/* the batcher: ngx_http_ratelimit_redis_batch.c */
-ngx_int_t ngx_http_ratelimit_redis_batch_script(ngx_conf_t *cf,
-    ngx_http_scale_redis_pool_t *pool);
-ngx_int_t ngx_http_ratelimit_redis_batch_init(ngx_cycle_t *cycle,
-    ngx_array_t *zones);
-void ngx_http_ratelimit_redis_batch_exit(void);
-ngx_int_t ngx_http_ratelimit_redis_batch_add(ngx_http_request_t *r,
-    ngx_http_ratelimit_redis_ctx_t *ctx);
-
-/* the module: called once per batched request with Redis' answer */
-void ngx_http_ratelimit_redis_decide(ngx_http_request_t *r,
-    ngx_http_ratelimit_redis_ctx_t *ctx, ngx_int_t rc,
-    ngx_http_ratelimit_redis_verdict_t *v);
 
 
 #endif /* _NGX_HTTP_RATELIMIT_REDIS_H_INCLUDED_ */

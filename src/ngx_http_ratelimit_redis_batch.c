@@ -8,7 +8,7 @@
  */
 
 
-#include "ngx_http_ratelimit_redis.h"
+#include "ngx_http_ratelimit_redis_batch.h"
 #include "ngx_http_scale_redis.h"
 
 
@@ -33,6 +33,7 @@
 
 struct ngx_http_ratelimit_redis_batcher_s {
     ngx_http_scale_redis_pool_t     *pool;
+    ngx_http_ratelimit_redis_decide_pt   decide;
     ngx_queue_t                      pending;      /* of ctx */
     ngx_event_t                      flush;        /* posted */
     ngx_uint_t                       sent;         /* batches unanswered */
@@ -270,7 +271,8 @@ ngx_http_ratelimit_redis_batch_script(ngx_conf_t *cf,
 /* one batcher per pool the zones use, per worker */
 
 ngx_int_t
-ngx_http_ratelimit_redis_batch_init(ngx_cycle_t *cycle, ngx_array_t *zones)
+ngx_http_ratelimit_redis_batch_init(ngx_cycle_t *cycle, ngx_array_t *zones,
+    ngx_http_ratelimit_redis_decide_pt decide)
 {
     ngx_uint_t                           i, k, n;
     ngx_http_ratelimit_redis_zone_t    **zp;
@@ -298,6 +300,7 @@ ngx_http_ratelimit_redis_batch_init(ngx_cycle_t *cycle, ngx_array_t *zones)
 
         if (k == n) {
             b[k].pool = zp[i]->pool;
+            b[k].decide = decide;
             ngx_queue_init(&b[k].pending);
             b[k].flush.handler = ngx_http_ratelimit_redis_batch_flush;
             b[k].flush.data = &b[k];
@@ -426,7 +429,7 @@ ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
             ngx_queue_remove(&ctx->queue);
             ctx->batcher = NULL;
 
-            ngx_http_ratelimit_redis_decide(ctx->request, ctx, rc, NULL);
+            b->decide(ctx->request, ctx, rc, NULL);
             ngx_http_scale_resume(ctx->request);
         }
     }
@@ -571,6 +574,10 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
     batch->argvlen = (size_t *) (batch->argv + size);
     batch->slots = (u_short *) (batch->argvlen + size);
     batch->nruns = nruns;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "ratelimit_redis: batch %p built: %ui requests, %ui runs, "
+                   "%ui zones", batch, n, nruns, batch->nz);
     batch->nz = nz;
     batch->runs = (u_char *) (batch->slots + nkeys);
     batch->nzones = batch->runs + nruns;
@@ -706,8 +713,8 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
         && ngx_http_ratelimit_redis_batch_check(batch, reply) != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "ratelimit_redis: unexpected reply from redis pool "
-                      "\"%V\"", ngx_http_scale_redis_pool_name(
+                      "unexpected reply to the rate limit script "
+                      "from redis pool \"%V\"", ngx_http_scale_redis_pool_name(
                                                     batch->batcher->pool));
 
         ngx_http_scale_redis_count_error(batch->batcher->pool,
@@ -739,8 +746,8 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
 
             ctx->batch = NULL;
 
-            ngx_http_ratelimit_redis_decide(ctx->request, ctx, rc,
-                                     rc == NGX_HTTP_SCALE_REDIS_OK ? v : NULL);
+            batch->batcher->decide(ctx->request, ctx, rc,
+                                   rc == NGX_HTTP_SCALE_REDIS_OK ? v : NULL);
             ngx_http_scale_resume(ctx->request);
         }
 
