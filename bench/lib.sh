@@ -44,6 +44,22 @@ start_redis() {   # start_redis [REDIS FLAGS...]: sets redis_port
     pids+=("$(cat "$work/redis-$redis_port.pid")")
 }
 
+tls_certs() {   # a CA and a certificate for localhost / 127.0.0.1: $work/tls
+    local t=$work/tls
+    mkdir -p "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=bench-ca \
+        -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+        -keyout "$t/srv.key" -out "$t/srv.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$t/san.ext"
+    openssl x509 -req -in "$t/srv.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" \
+        -CAcreateserial -days 1 -extfile "$t/san.ext" -out "$t/srv.pem" 2>/dev/null
+    tls_redis_flags=(--tls-port "$(free_port)" --tls-cert-file "$t/srv.pem"
+                     --tls-key-file "$t/srv.key" --tls-ca-cert-file "$t/ca.pem"
+                     --tls-auth-clients no)
+    tls_port=${tls_redis_flags[1]}
+}
+
 start_nginx() {   # start_nginx NAME MAIN_LINES HTTP_BODY: one worker
     local d=$work/ngx-$1
     mkdir -p "$d/logs"
