@@ -5,10 +5,14 @@
 #   (the SUBSCRIBE to +switch-master): the watch gives that connection up
 #   when its subscribe timer fires and tries again, one connection at a
 #   time; none is left open (no "open socket left" at quit)
+#   a reply Redis's protocol parser refuses ("?garbage"): that connection
+#   is dropped and the next one works; the parser's error is not carried
+#   over to it (each later connection was lost at once, "out of memory")
 #
 # A fake TLS Sentinel (IO::Socket::SSL): its first connection (the query)
 # answers SENTINEL get-master-addr-by-name with a TLS redis-server, every
-# later one reads the ClientHello and says nothing.
+# later one reads the ClientHello and says nothing.  A fake Redis answers
+# the handshake, and the first GET on its first connection with garbage.
 #
 # Plain Test::More; loopback only; every loop bounded in count and time.
 
@@ -179,6 +183,78 @@ _EOC_
     stop_nginx_main($d);
     errlog_clean($d, 'TLS Sentinel stalls');
     valgrind_clean($d, 'TLS Sentinel stalls');
+}
+
+# ------------------------------------------------ a protocol error --
+{
+    my ($rp, $hp) = (free_port(), free_port());
+    my $session = '{"cookie":{"originalMaxAge":3600000,'
+                . '"expires":"2036-11-27T01:57:37.589Z","path":"/"},'
+                . '"user":{"id":"alice"}}';
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $rp,
+                                  Listen => 64, ReuseAddr => 1)
+        or die "listen $rp: $!";
+    spawn("redis-$rp", sub {
+        $SIG{CHLD} = 'IGNORE';
+        for my $n (1 .. 200) {
+            my $c = $l->accept or next;
+            my $pid = fork;
+            if (defined $pid && $pid == 0) {
+                $c->autoflush(1);
+                my $garbage = $n == 1;
+                while (my $cmd = read_command($c)) {
+                    my $w = uc $cmd->[0];
+                    if ($w eq 'ROLE') {
+                        print $c "*3\r\n\$6\r\nmaster\r\n:0\r\n*0\r\n";
+                    } elsif ($w eq 'PING') {
+                        print $c "+PONG\r\n";
+                    } elsif ($w eq 'GET' && $garbage) {
+                        print $c "?garbage\r\n";
+                        $garbage = 0;
+                    } elsif ($w eq 'GET') {
+                        print $c '$' . length($session) . "\r\n$session\r\n";
+                    } else {
+                        print $c "+OK\r\n";
+                    }
+                }
+                POSIX::_exit(0);
+            }
+            close $c;
+        }
+    });
+    close $l;
+
+    my $d = start_nginx_main('protocol-error', '', <<"_EOC_");
+    redis_pool pe { server 127.0.0.1:$rp; }
+    server {
+        listen 127.0.0.1:$hp;
+        location /s {
+            session_redis pe;
+            session_redis_required off;
+            session_redis_fail_open on;
+            session_redis_set \$user_id user.id;
+            add_header X-Session \$session_redis_status always;
+            empty_gif;
+        }
+    }
+_EOC_
+    my $url = "http://127.0.0.1:$hp/s";
+    my $status = sub {
+        my $h = `curl -s -m 5 -o /dev/null -D - -H 'Cookie: sid=abc' '$url'`;
+        return $h =~ /^X-Session: (\w+)/mi ? $1 : '';
+    };
+
+    within(5, sub { errlog_has($d, qr/redis pool "pe" connected/) });
+    is($status->(), 'ERROR', 'the reply the parser refuses: the session is ERROR');
+    ok(within(5, sub { $status->() eq 'VALID' }),
+       'the next connection answers: VALID')
+        or diag(`grep -v keepalive $d/logs/error.log | tail -6`);
+    ok(!errlog_has($d, qr/lost connection.*out of memory/),
+       'no connection lost with "out of memory" after the protocol error');
+
+    stop_nginx_main($d);
+    errlog_clean($d, 'protocol error');
+    valgrind_clean($d, 'protocol error');
 }
 
 done_testing();
