@@ -115,6 +115,7 @@ sub start_stalling_sentinel {
         for (1 .. 1000) {
             my $c = $l->accept or next;
             $n++;
+            if (open my $f, '>>', "$work/accepts-$port") { print $f "$n\n" }
             my $pid = fork;
             if (defined $pid && $pid == 0) {
                 if ($n == 1) {
@@ -153,12 +154,13 @@ sub established {
     my ($rp, $sp, $hp) = (free_port(), free_port(), free_port());
     ok(start_tls_redis($rp), "TLS redis-server on $rp");
     start_stalling_sentinel($sp, $rp);
+    my $ct = 500 * $valgrind_slow;
 
     my $d = start_nginx_main('tls-sentinel', '', <<"_EOC_");
     redis_pool rs {
         sentinel 127.0.0.1:$sp; master mymaster;
         ssl on; ssl_verify off;
-        connect_timeout 500ms; timeout 100ms;
+        connect_timeout ${ct}ms; timeout 100ms;
     }
     ratelimit_redis_zone \$arg_k zone=rs rate=100r/m pool=rs;
     server {
@@ -173,10 +175,12 @@ _EOC_
        'the master the TLS Sentinel named answers')
         or diag(`grep -v keepalive $d/logs/error.log | tail -8`);
 
-    # the watch gives up on a handshake in (500 + 100) ms and tries again:
-    # some rounds, then at most the query and one watch are open
+    # the watch gives up on a handshake in connect_timeout + timeout and
+    # tries again: some rounds, then at most the query and one watch are open
     sleep 3 * $valgrind_slow;
     my $open = established($sp);
+    my $accepted = () = do { open my $f, '<', "$work/accepts-$sp"; $f ? <$f> : () };
+    cmp_ok($accepted, '>=', 3, 'the watch tried again after stalled handshakes');
     ok($open <= 2, "connections open to the stalling Sentinel: $open, "
                    . "at most the query and one watch");
 
