@@ -824,7 +824,11 @@ ngx_http_scale_redis_conn_close(ngx_http_scale_redis_conn_t *rc,
     rc->out_pos = rc->out;
     rc->out_last = rc->out;
 
-    if (rc->reader && (rc->reader->len || rc->reader->ridx >= 0)) {
+    /* a protocol error stays set in the reader: it fails every feed */
+
+    if (rc->reader
+        && (rc->reader->err || rc->reader->len || rc->reader->ridx >= 0))
+    {
         redisReaderFree(rc->reader);
         rc->reader = redisReaderCreate();
     }

@@ -335,7 +335,9 @@ ngx_http_scale_redis_sentinel_ask(ngx_http_scale_redis_sentinel_t *s)
 
     s->asking = 1;
 
-    if (!s->query.open && !s->query.connecting) {
+    /* one in its TLS handshake is neither open nor connecting: not a new one */
+
+    if (s->query.connection == NULL) {
         if (ngx_http_scale_redis_sentinel_open(s, &s->query, s->next)
             != NGX_OK)
         {
@@ -489,8 +491,7 @@ ngx_http_scale_redis_sentinel_answer(ngx_http_scale_redis_conn_t *rc,
     /* the Sentinel that answered is asked first next time */
     s->watch_next = s->next;
 
-    if (!s->watch.open && !s->watch.connecting && !s->watch_timer.timer_set)
-    {
+    if (s->watch.connection == NULL && !s->watch_timer.timer_set) {
         ngx_http_scale_redis_sentinel_watch(&s->watch_timer);
     }
 
@@ -689,8 +690,8 @@ ngx_http_scale_redis_sentinel_watch(ngx_event_t *ev)
         return;
     }
 
-    if (s->watch.open || s->watch.connecting) {
-        /* connected, not subscribed in time */
+    if (s->watch.connection) {
+        /* connected (or still in the TLS handshake), not subscribed in time */
         ngx_http_scale_redis_sentinel_watch_lost(&s->watch,
                                                  "subscribe timed out");
         return;
