@@ -60,6 +60,8 @@ my ($lim, $ses) = ($kill{'redis1 (master)'} // '') =~ /limiting degraded ([\d.]+
 ok(defined $lim && $lim <= 3 && $ses <= 3, 'Redis master: limiting and sessions back within 3 s')
     or diag($kill{'redis1 (master)'});
 like($out, qr/^\s+before the kills: \d+ requests, 0 failed$/m, 'nothing failed before the kills');
+like($out, qr/^\s+after the kills: a new login -> 200, its session validated by nginx: ok$/m,
+     'after the kills a new login works and nginx validates its session (both on the new master)');
 
 # everything it started is gone: none of its ports still listens
 my @ports = $out =~ m{127\.0\.0\.1:(\d+)}g;
