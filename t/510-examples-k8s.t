@@ -278,6 +278,24 @@ SKIP: {
     like($out, qr/test is successful/, 'nginx -t: test is successful');
 }
 
+# the native Sentinel recipe of examples/redis-sentinel, rendered as its
+# README says: nginx -t accepts it
+SKIP: {
+    skip "module $so not built", 2 unless -f $so;
+    skip "module $so has no `sentinel` directive yet", 2 unless $knows_sentinel;
+    my $d = tempdir(CLEANUP => 1);
+    local @ENV{qw(SENTINEL1_ADDR SENTINEL2_ADDR SENTINEL3_ADDR)} =
+        ('127.0.0.1:26379', '127.0.0.1:26380', '127.0.0.1:26381');
+    my $inc = `$repo/examples/nginx/render $repo/examples/redis-sentinel/nginx-sentinel.conf`;
+    is($?, 0, 'examples/redis-sentinel/nginx-sentinel.conf renders');
+    open my $fh, '>', "$d/nginx.conf" or die;
+    print $fh "load_module $so;\npid $d/nginx.pid;\nevents {}\nhttp {\n$inc\n"
+        . "ratelimit_redis_zone \$binary_remote_addr zone=z rate=1r/s pool=main;\n}\n";
+    close $fh;
+    my $out = `$nginx -t -e stderr -p $d -c $d/nginx.conf 2>&1`;
+    like($out, qr/test is successful/, 'nginx -t accepts nginx-sentinel.conf') or diag($out);
+}
+
 # --------------------------------------------------- docker compose --
 my $dc = "$repo/examples/docker/docker-compose.yml";
 SKIP: {
