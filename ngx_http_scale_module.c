@@ -6,7 +6,8 @@
  */
 
 
-#include "ngx_http_scale_redis.h"
+#include "ngx_http_scale_redis_pool.h"
+#include "ngx_http_scale_redis_worker.h"
 #include "ngx_http_scale_metrics.h"
 
 

@@ -36,37 +36,12 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
-# ports below the kernel's ephemeral range, where no outgoing connection
-# (wrk's, hiredis') can hold one
-read -r eph_lo eph_hi < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null \
-    || { eph_lo=32768; eph_hi=60999; }
-if [ "$eph_lo" -gt 22000 ]; then port_lo=20000; port_n=$((eph_lo - 20000))
-else port_lo=$((eph_hi + 1)); port_n=$((65000 - eph_hi)); fi
+. "$repo/scripts/lib/redis.sh"     # free_port, redis_start, redis_stop
 
-free_port() {   # a port no socket uses and not handed out before
-    local p
-    for _ in $(seq 100); do
-        p=$((port_lo + (RANDOM * 32768 + RANDOM) % port_n))
-        grep -qx "$p" "$work/ports" 2>/dev/null && continue
-        ss -Htan "sport = :$p" | grep -q . && continue
-        echo "$p" >>"$work/ports"
-        echo "$p"
-        return
-    done
-    return 1
-}
-
-start_redis() {   # sets redis_port
+start_redis() {   # start_redis [REDIS FLAGS...]: sets redis_port
     redis_port=$(free_port)
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" \
-        --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 50); do
-        redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "redis did not start" >&2
-    exit 1
+    redis_start "$redis_port" "$work" "$@" || exit 1
+    pids+=("$(cat "$work/redis-$redis_port.pid")")
 }
 
 start_nginx() {   # start_nginx NAME MAIN_LINES HTTP_BODY: one worker

@@ -13,39 +13,19 @@ SO=${SO:-$repo/build/modules/ngx_http_scale_module.so}
 # never export NGINX: nginx reads it as inherited listening sockets
 export -n NGINX
 
-# below the kernel's ephemeral range: no outgoing connection holds the port
-read -r eph_lo eph_hi < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null \
-    || { eph_lo=32768; eph_hi=60999; }
-if [ "$eph_lo" -gt 22000 ]; then port_lo=20000; port_n=$((eph_lo - 20000))
-else port_lo=$((eph_hi + 1)); port_n=$((65000 - eph_hi)); fi
-
-free_port() {
-    local p
-    for _ in $(seq 100); do
-        p=$((port_lo + (RANDOM * 32768 + RANDOM) % port_n))
-        ss -Htan "sport = :$p" 2>/dev/null | grep -q . || { echo $p; return; }
-    done
-    return 1
-}
+. "$repo/scripts/lib/redis.sh"     # free_port, redis_start, redis_stop
 
 work=$(mktemp -d /tmp/nginx-scale-test.XXXXXX)
-redis_port=$(free_port)
-
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$work" --enable-debug-command yes --daemonize yes \
-    --pidfile "$work/redis.pid" --logfile "$work/redis.log" >/dev/null
-for _ in $(seq 50); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
+redis_port=$(free_port) || exit 1
 
 cleanup() {
-    redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1
-    [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null
+    redis_stop "$redis_port" "$work"
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+redis_start "$redis_port" "$work" --enable-debug-command yes || exit 1
 
 export TEST_NGINX_BINARY=$NGINX
 export TEST_NGINX_LOAD_MODULES=$SO

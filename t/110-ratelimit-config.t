@@ -143,7 +143,7 @@ invalid parameter "dryrun"
     redis_pool main { timeout 1s; }
 --- must_die
 --- error_log
-no "server" in redis_pool "main"
+no "server" or "sentinel" in redis_pool "main"
 
 
 

@@ -156,7 +156,7 @@ my @refused = (
       'invalid host in redis_pool server "127.0.0.1:6379/0"' ],
     [ 'a redis_pool without a server',
       "redis_pool m {\n    timeout 1s;\n} #<-",
-      'no "server" in redis_pool "m"' ],
+      'no "server" or "sentinel" in redis_pool "m"' ],
     [ 'a redis_pool without a name',
       'redis_pool "" { server 127.0.0.1:6379; }',
       'invalid redis_pool name ""' ],

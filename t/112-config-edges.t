@@ -24,19 +24,7 @@ is(length $sock, 107, 'the socket path is 107 bytes');
 chmod 0711, $work;
 
 my $rp = free_port();
-{
-    my $pid = fork // die;
-    if ($pid == 0) {
-        open STDOUT, '>', "$work/redis-$rp.log";
-        open STDERR, '>&', \*STDOUT;
-        { exec 'redis-server', '--port', $rp, '--bind', '127.0.0.1', '--save', '',
-               '--appendonly', 'no', '--dir', $work, '--unixsocket', $sock,
-               '--unixsocketperm', '777' }
-        POSIX::_exit(1);
-    }
-    $redis{$rp} = $pid;
-    for (1 .. 50) { last if -S $sock && redis_cli($rp, 'ping') =~ /PONG/; sleep 0.1 }
-}
+start_redis($rp, '--unixsocket', $sock, '--unixsocketperm', '777');
 ok(-S $sock, 'Redis listens on the 107-byte path');
 like(redis_cli($rp, 'acl setuser app on ">s3cret" "~*" "+@all"'), qr/OK/, 'ACL user app');
 

@@ -4,10 +4,19 @@
 # header, session_redis_required and error_page.
 
 use Test::Nginx::Socket 'no_plan';
+use FindBin;
+require "$FindBin::Bin/helpers/blocks.pl";
 
 repeat_each(1);
 no_shuffle();
 log_level('info');
+
+our $HttpConfig = <<'_EOC_';
+    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
+_EOC_
+
+block_defaults(http_config  => $HttpConfig,
+               no_error_log => "[alert]\n[emerg]\n[error]");
 
 our $RedisPort = $ENV{TEST_NGINX_REDIS_PORT};
 
@@ -51,8 +60,6 @@ run_tests();
 __DATA__
 
 === TEST 1: VALID: a plain session id found in Redis
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -76,16 +83,10 @@ user=alice
 --- response_headers
 X-Session: VALID
 X-Session-Id: abc
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 2: MISSING: no cookie at all is 401
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -104,16 +105,10 @@ Cookie: other=abc; sidx=abc
 --- response_headers
 X-Session: MISSING
 !X-Session-Id
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 3: MISSING: a well-formed id that Redis does not have
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -133,16 +128,10 @@ Cookie: sid=nosuchsession
 --- response_headers
 X-Session: MISSING
 X-Session-Id: nosuchsession
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 4: VALID: the whole plain alphabet, and the cookie among others
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -162,16 +151,10 @@ Cookie: a=1; sid=A-z_09; b=2
 reached
 --- response_headers
 X-Session: VALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 5: INVALID: a plain id outside [A-Za-z0-9_-] never reaches Redis
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -192,16 +175,10 @@ X-Session: INVALID
 !X-Session-Id
 --- error_log
 client sent invalid "sid" cookie
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 6: INVALID: a plain id of 129 characters
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -219,16 +196,10 @@ GET /t
 --- error_code: 401
 --- response_headers
 X-Session: INVALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 7: session_redis_set: nested paths, numbers, booleans, arrays, missing
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -272,16 +243,10 @@ X-A: id=bob age=42 score=1.5 whole=3 neg=-7 big=12345678901234 tiny=0.1
 X-B: admin=true banned=false nothing=[] missing=[] through=[] expires=[]
 X-C: roles=["user","admin"] role1=admin role9=[]
 X-D: prefs={"theme":"dark","n":[1,2]} theme=dark quote=a "b" c
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 8: the identity header overrides one the client sent
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -301,16 +266,10 @@ X-User-Id: mallory
 --- error_code: 200
 --- response_body
 user=alice
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 9: required off: no session passes, a spoofed X-User-Id is dropped
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -331,16 +290,10 @@ X-User-Id: mallory
 --- error_code: 200
 --- response_body
 user=[] status=MISSING
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 10: required off: a valid session still sets the variables
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -361,16 +314,10 @@ Cookie: sid=abc
 --- error_code: 200
 --- response_body
 user=[alice] status=VALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 11: required off: an invalid cookie passes as INVALID
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -389,16 +336,10 @@ Cookie: sid=../../etc/passwd
 --- error_code: 200
 --- response_body
 status=INVALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 12: error_page 401 =302 /login
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -420,16 +361,10 @@ GET /t
 --- response_headers
 X-Session: MISSING
 Location: /signin
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 13: error_page 401 to a named location; the check runs once
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     session_redis main;
     session_redis_key_prefix t200_13:;
@@ -454,16 +389,10 @@ Cookie: sid=bad!
 --- response_headers_like
 Location: .*/login\?next=/t/page
 X-Session: INVALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 14: session_redis off in a nested location
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     session_redis main;
     session_redis_key_prefix t200_14:;
@@ -481,16 +410,10 @@ GET /public
 --- error_code: 200
 --- response_body
 reached []
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 15: a custom cookie name
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -509,16 +432,10 @@ Cookie: sid=nope; app_session=abc
 --- error_code: 200
 --- response_headers
 X-Session: VALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 16: two cookies of the same name: the first one counts (valid first)
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -538,16 +455,10 @@ Cookie: sid=abc; sid=x%00y
 --- response_headers
 X-Session: VALID
 X-Session-Id: abc
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 17: two cookies of the same name: the first one counts (invalid first)
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -566,16 +477,10 @@ Cookie: sid=abc
 --- error_code: 401
 --- response_headers
 X-Session: INVALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 18: an empty cookie value is MISSING; keepalive requests are independent
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -592,10 +497,6 @@ X-Session: INVALID
 ["Cookie: sid=", "Cookie: sid=abc"]
 --- error_code eval
 [401, 200]
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
@@ -641,4 +542,3 @@ X-Session: INVALID
 --- no_error_log
 [alert]
 [emerg]
-[error]

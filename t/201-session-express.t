@@ -4,11 +4,20 @@
 # rotation, forged and malformed cookies (none of which reach Redis).
 
 use Test::Nginx::Socket 'no_plan';
+use FindBin;
 use Digest::SHA qw(hmac_sha256_base64);
+require "$FindBin::Bin/helpers/blocks.pl";
 
 repeat_each(1);
 no_shuffle();
 log_level('info');
+
+our $HttpConfig = <<'_EOC_';
+    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
+_EOC_
+
+block_defaults(http_config  => $HttpConfig,
+               no_error_log => "[alert]\n[emerg]\n[error]");
 
 our $RedisPort = $ENV{TEST_NGINX_REDIS_PORT};
 
@@ -68,8 +77,6 @@ run_tests();
 __DATA__
 
 === TEST 1: cookie-signature's test vector, URL-encoded as express sends it
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -93,16 +100,10 @@ GET /t
 reached
 --- response_headers
 X-Session: VALID hello alice
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 2: the same cookie, not URL-encoded
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -122,16 +123,10 @@ Cookie: sid=s:hello.DGDUkGlIkCzPz+C0B064FNgHdEjox7ch8tOBGslZ5QI
 --- error_code: 200
 --- response_headers
 X-Session: VALID hello
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 3: rotation: a cookie signed with the old secret verifies
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -152,16 +147,10 @@ GET /t
 --- error_code: 200
 --- response_headers
 X-Session: VALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 4: rotation: a cookie signed with the new secret verifies
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -182,16 +171,10 @@ GET /t
 --- error_code: 200
 --- response_headers
 X-Session: VALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 5: secrets are inherited; a foreign secret is INVALID
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     session_redis_format express;
     session_redis_secret "new secret";
@@ -215,16 +198,10 @@ GET /t
 X-Session: INVALID []
 --- error_log
 client sent invalid "sid" cookie
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 6: a signature moved to another id is INVALID
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -244,16 +221,10 @@ GET /t
 --- error_code: 401
 --- response_headers
 X-Session: INVALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 7: malformed cookies: each one INVALID, never a crash
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     large_client_header_buffers 4 32k;
 
@@ -307,16 +278,10 @@ X-Session: INVALID
 ]
 --- response_body eval
 [("INVALID\n") x 21, "VALID\n"]
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 8: the first of several cookies of the same name counts
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -339,16 +304,10 @@ X-Session: INVALID
 ]
 --- response_body eval
 ["VALID\n", "INVALID\n"]
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 9: a secret longer than the HMAC block (hashed first) verifies
---- http_config eval
-"    redis_pool main { server 127.0.0.1:\$TEST_NGINX_REDIS_PORT; }"
 --- config eval
 "    location /t {
         session_redis main;
@@ -368,8 +327,4 @@ GET /t
 --- error_code: 200
 --- response_headers
 X-Session: VALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 

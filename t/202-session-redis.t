@@ -5,11 +5,20 @@
 # with fail_open off/on.
 
 use Test::Nginx::Socket 'no_plan';
+use FindBin;
 use IO::Socket::INET;
+require "$FindBin::Bin/helpers/blocks.pl";
 
 repeat_each(1);
 no_shuffle();
 log_level('info');
+
+our $HttpConfig = <<'_EOC_';
+    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
+_EOC_
+
+block_defaults(http_config  => $HttpConfig,
+               no_error_log => "[alert]\n[emerg]\n[error]");
 
 our $RedisPort = $ENV{TEST_NGINX_REDIS_PORT};
 
@@ -64,8 +73,6 @@ run_tests();
 __DATA__
 
 === TEST 1: VALID: cookie.expires in the past while Redis has the key (rolling)
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -84,16 +91,10 @@ Cookie: sid=abc
 --- error_code: 200
 --- response_headers
 X-Session: VALID [alice]
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 2: a past cookie.expires with required off: the session's variables
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -115,16 +116,10 @@ X-User-Id: mallory
 --- error_code: 200
 --- response_body
 VALID [alice]
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 3: cookie.expires: null, future, offsets, unparsable, absent
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -142,16 +137,10 @@ VALID [alice]
 [map { "Cookie: sid=$_" } qw(a b c d e f g h)]
 --- response_body eval
 [("VALID\n") x 8]
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
 === TEST 4: session_redis_touch: the TTL is refreshed in the same round trip
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -170,10 +159,6 @@ Cookie: sid=abc
 --- error_code: 200
 --- response_headers
 X-Session: VALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
@@ -181,8 +166,6 @@ X-Session: VALID
 --- init
 my $ttl = main::redis('pttl', 't202_4:abc');
 Test::More::cmp_ok($ttl, '>', 3_500_000, "TEST 4 refreshed the TTL to 1h ($ttl)");
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -201,10 +184,6 @@ Cookie: sid=abc
 --- error_code: 200
 --- response_headers
 X-Session: VALID
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
@@ -212,8 +191,6 @@ X-Session: VALID
 --- init
 my $ttl = main::redis('pttl', 't202_5:abc');
 Test::More::cmp_ok($ttl, '<=', 60_000, "TEST 5 left the TTL alone ($ttl)");
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -232,10 +209,6 @@ Cookie: sid=abc
 --- error_code: 401
 --- response_headers
 X-Session: MISSING
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
@@ -243,8 +216,6 @@ X-Session: MISSING
 --- init
 my $n = main::redis('exists', 't202_6:abc');
 Test::More::is($n, 0, "TEST 6 created no key");
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -273,8 +244,6 @@ Test::More::is($n, 0, "TEST 6 created no key");
 
 
 === TEST 8: a value that cannot be decoded is logged, 503 with fail_open off
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -301,8 +270,6 @@ session in redis pool "main" cannot be decoded: unexpected character at byte 0
 
 
 === TEST 9: a hash instead of a string (WRONGTYPE) is ERROR: 503
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -329,8 +296,6 @@ WRONGTYPE
 
 
 === TEST 10: WRONGTYPE through the touch script, fail_open on: no session, 401
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -493,8 +458,6 @@ X-Session: ERROR
 
 
 === TEST 16: a session string with CR LF never becomes a header
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -524,8 +487,6 @@ a session value holds control characters, not used
 
 
 === TEST 17: try_files into a protected location: that location's rules apply
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     session_redis main;
     session_redis_key_prefix t202_17:;
@@ -553,8 +514,6 @@ X-Session: MISSING
 
 
 === TEST 18: plain format: any JSON object is a session, no "cookie" needed
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;

@@ -1,22 +1,33 @@
 # vi:filetype=perl
 #
 # session_redis configuration: nginx refuses mistakes with a message that
-# names the directive or the bad value.  These blocks expect an [emerg]
-# (that is what they test), so their no_error_log lists [alert] and [crit].
+# names the directive or the bad value.  The blocks where nginx must refuse
+# to start (must_die) expect an [emerg]: their no_error_log is [alert] and
+# [crit].
 
 use Test::Nginx::Socket 'no_plan';
+use FindBin;
+require "$FindBin::Bin/helpers/blocks.pl";
 
 repeat_each(1);
 no_shuffle();
 log_level('info');
+
+our $HttpConfig = <<'_EOC_';
+    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
+_EOC_
+
+block_defaults(http_config  => $HttpConfig,
+               no_error_log => sub {
+                   defined $_[0]->must_die ? "[alert]\n[crit]"
+                                           : "[alert]\n[emerg]\n[error]"
+               });
 
 run_tests();
 
 __DATA__
 
 === TEST 1: express format without a secret
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -26,15 +37,10 @@ __DATA__
 --- must_die
 --- error_log
 no "session_redis_secret" is defined for the "express" session_redis_format
---- no_error_log
-[alert]
-[crit]
 
 
 
 === TEST 2: an unknown format
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -44,15 +50,10 @@ no "session_redis_secret" is defined for the "express" session_redis_format
 --- must_die
 --- error_log
 invalid value "jwt"
---- no_error_log
-[alert]
-[crit]
 
 
 
 === TEST 3: a bad touch time
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -62,15 +63,10 @@ invalid value "jwt"
 --- must_die
 --- error_log
 invalid value "soon"
---- no_error_log
-[alert]
-[crit]
 
 
 
 === TEST 4: session_redis twice
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -80,15 +76,10 @@ invalid value "soon"
 --- must_die
 --- error_log
 "session_redis" directive is duplicate
---- no_error_log
-[alert]
-[crit]
 
 
 
 === TEST 5: a cookie name that is not a token
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -98,15 +89,10 @@ invalid value "soon"
 --- must_die
 --- error_log
 invalid cookie name "my;cookie"
---- no_error_log
-[alert]
-[crit]
 
 
 
 === TEST 6: session_redis_set with a bad variable or path
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -116,15 +102,10 @@ invalid cookie name "my;cookie"
 --- must_die
 --- error_log
 invalid JSON path "user..id"
---- no_error_log
-[alert]
-[crit]
 
 
 
 === TEST 7: session_redis_set needs a variable
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -134,15 +115,10 @@ invalid JSON path "user..id"
 --- must_die
 --- error_log
 invalid variable name "user"
---- no_error_log
-[alert]
-[crit]
 
 
 
 === TEST 8: an empty secret
---- http_config
-    redis_pool main { server 127.0.0.1:$TEST_NGINX_REDIS_PORT; }
 --- config
     location /t {
         session_redis main;
@@ -153,9 +129,6 @@ invalid variable name "user"
 --- must_die
 --- error_log
 empty session_redis_secret
---- no_error_log
-[alert]
-[crit]
 
 
 
@@ -168,9 +141,6 @@ empty session_redis_secret
 --- must_die
 --- error_log
 nosuchpool
---- no_error_log
-[alert]
-[crit]
 
 
 
@@ -187,10 +157,6 @@ Cookie: sid=abc
 --- error_code: 200
 --- response_headers
 X-Session: [][]
---- no_error_log
-[alert]
-[emerg]
-[error]
 
 
 
@@ -208,7 +174,3 @@ X-Session: [][]
 --- request
 GET /t
 --- error_code: 200
---- no_error_log
-[alert]
-[emerg]
-[error]

@@ -7,6 +7,7 @@ use strict;
 use warnings;
 use Test::More;
 use File::Temp qw(tempdir);
+use File::Basename qw(dirname);
 use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
 use POSIX qw(WNOHANG);
@@ -26,50 +27,40 @@ sub need_module_and_redis {
 $work = tempdir('nginx-scale-t.XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
 
-# below the kernel's ephemeral range: no outgoing connection holds the port
-my ($port_lo, $port_n) = do {
-    my ($lo, $hi) = (32768, 60999);
-    if (open my $f, '<', '/proc/sys/net/ipv4/ip_local_port_range') {
-        ($lo, $hi) = split ' ', scalar <$f>;
-    }
-    $lo > 22000 ? (20000, $lo - 20000) : ($hi + 1, 65000 - $hi);
-};
+# free ports and private Redis servers: the rule scripts/test.sh and bench/
+# use, in scripts/lib/redis.sh
+my $redis_sh = dirname(__FILE__) . '/../../scripts/lib/redis.sh';
 
+# a free loopback port below the ephemeral range, reserved for this test
 sub free_port {
-    for (1 .. 100) {
-        my $p = $port_lo + int(rand($port_n));
-        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p,
-                                      Proto => 'tcp', ReuseAddr => 0);
-        next unless $s;
-        close $s;
-        return $p;
-    }
-    die "no free port";
+    open my $f, '-|', 'bash', $redis_sh, 'free_port', $$ or die "bash: $!";
+    my $p = <$f> // '';
+    close $f;
+    $p =~ /^(\d+)$/ or die "no free port";
+    return $1;
 }
 
 sub redis_cli { my $port = shift; my $cmd = join ' ', @_; return `redis-cli -p $port $cmd 2>/dev/null`; }
 
+# start_redis(PORT, FLAG...): $redis{PORT} is its pid; stopped at exit
 sub start_redis {
-    my $port = shift;
-    my $pid = fork // die;
-    if ($pid == 0) {
-        open STDOUT, '>', "$work/redis-$port.log";
-        open STDERR, '>&', \*STDOUT;
-        { exec 'redis-server', '--port', $port, '--bind', '127.0.0.1', '--save', '',
-               '--appendonly', 'no', '--dir', $work, '--enable-debug-command', 'yes' }
-        POSIX::_exit(1);
-    }
-    $redis{$port} = $pid;
-    for (1 .. 50) { return if redis_cli($port, 'ping') =~ /PONG/; sleep 0.1 }
-    die "redis on $port did not start";
+    my ($port, @flags) = @_;
+    system('bash', $redis_sh, 'redis_start', $port, $work,
+           '--enable-debug-command', 'yes', @flags) == 0
+        or die "redis on $port did not start";
+    open my $f, '<', "$work/redis-$port.pid" or die "redis on $port: no pid file";
+    chomp($redis{$port} = <$f>);
 }
 
 sub stop_redis {
     my $port = shift;
-    redis_cli($port, 'shutdown nosave');
+    system('bash', $redis_sh, 'redis_stop', $port, $work);
     my $pid = delete $redis{$port} or return;
-    for (1 .. 50) { last if waitpid($pid, WNOHANG); sleep 0.05 }
+    # one a test forked itself (no pid file): reap it, KILL if it lingers
+    return if waitpid($pid, WNOHANG) != 0;
+    for (1 .. 50) { return if waitpid($pid, WNOHANG); sleep 0.05 }
     kill 'KILL', $pid;
+    waitpid($pid, 0);
 }
 
 sub start_nginx {
@@ -200,6 +191,7 @@ sub start_example_app {
 
 # children (fork) leave through POSIX::_exit, so only the parent gets here
 END {
+    local $?;    # the test's exit status
     kill 'TERM', $_ for @apps;
     stop_nginx($_) for @nginx;
     stop_redis($_) for keys %redis;

@@ -1,0 +1,122 @@
+# One FIFO of commands per connection: replies go to the commands that
+# asked, in order, whatever happens to the ones before them.  Many
+# requests with distinct sessions are in flight on one connection at once;
+# Redis then stalls (DEBUG SLEEP) past the pool timeout: the commands
+# waiting fail, and every later request gets its own session back, never
+# a late reply meant for another.  Plain Test::More; every wait is bounded.
+
+use strict;
+use warnings;
+use FindBin;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use Digest::SHA qw(hmac_sha256_base64);
+use POSIX ();
+
+our ($work, %redis);
+require "$FindBin::Bin/helpers/scale.pl";
+need_module_and_redis();
+
+my $secret = 'fifo secret';
+my $n = 60;
+
+my $rp = free_port();
+start_redis($rp, '--enable-debug-command', 'yes');
+
+sub cookie {
+    my ($sid) = @_;
+    my $sig = hmac_sha256_base64($sid, $secret);
+    my $v = "s:$sid.$sig";
+    $v =~ s/([^A-Za-z0-9_.~-])/sprintf('%%%02X', ord $1)/ge;
+    return "connect.sid=$v";
+}
+
+for my $i (1 .. $n) {
+    redis_cli($rp, 'set', "sess:fifo$i",
+              qq('{"cookie":{"originalMaxAge":3600000},"user":{"id":"u$i"}}'));
+}
+
+my $p = free_port();
+my $d = start_nginx('fifo', <<"_EOC_");
+    redis_pool main { server 127.0.0.1:$rp; timeout 150ms; connections 1; }
+    server {
+        listen 127.0.0.1:$p;
+        location / {
+            session_redis main;
+            session_redis_format express;
+            session_redis_cookie connect.sid;
+            session_redis_secret "$secret";
+            session_redis_fail_open off;
+            session_redis_set \$user_id user.id;
+            add_header X-User \$user_id always;
+            empty_gif;
+        }
+    }
+_EOC_
+
+# all at once: each child asks for one session, the answers land in files
+sub burst {
+    my ($tag, @ids) = @_;
+    my @kids;
+    for my $i (@ids) {
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            my $c = cookie("fifo$i");
+            my $out = `curl -s -m 5 -o /dev/null -D - -H 'Cookie: $c' 'http://127.0.0.1:$p/'`;
+            open my $f, '>', "$work/$tag.$i" or POSIX::_exit(1);
+            print $f $out;
+            close $f;
+            POSIX::_exit(0);
+        }
+        push @kids, $pid;
+    }
+    waitpid($_, 0) for @kids;
+    my %r;
+    for my $i (@ids) {
+        open my $f, '<', "$work/$tag.$i" or next;
+        local $/;
+        my $h = <$f>;
+        my ($code) = $h =~ m{^HTTP/\S+ (\d+)};
+        my ($user) = $h =~ /^X-User: ([^\r\n]*)/mi;
+        diag("$tag.$i: $h") if $ENV{FIFO_DEBUG} && $i == 1;
+        $r{$i} = [$code // 0, $user // ''];
+    }
+    return %r;
+}
+
+# 1. a burst on one pipelined connection: each request gets its own user
+my %r = burst('warm', 1 .. $n);
+my @wrong = grep { !($r{$_} && $r{$_}[0] == 200 && $r{$_}[1] eq "u$_") } 1 .. $n;
+is("@wrong", '', "$n requests in flight at once on one connection: each got its own session");
+
+# 2. Redis stalls for 600 ms, longer than the 150 ms timeout
+my $sleeper = fork // die;
+if ($sleeper == 0) {
+    { exec "redis-cli", "-p", $rp, "debug", "sleep", "0.6" }
+    POSIX::_exit(1);
+}
+sleep 0.1;
+my $t0 = time;
+%r = burst('stalled', 1 .. 20);
+my $took = time - $t0;
+my @not503 = grep { $r{$_}[0] != 503 } 1 .. 20;
+is("@not503", '', 'requests waiting on the stalled connection fail (503, fail_open off)');
+cmp_ok($took, '<', 0.55, sprintf('they fail at the timeout, not when Redis wakes (%.2fs)', $took));
+waitpid($sleeper, 0);
+
+# 3. after the stall: late replies are never handed to later commands
+my $ok = 0;
+for (1 .. 50) {
+    my ($c) = get("http://127.0.0.1:$p/");
+    last if ($ok = ($c == 401 || $c == 200));
+    sleep 0.1;
+}
+%r = burst('after', 1 .. $n);
+@wrong = grep { !($r{$_}[0] == 200 && $r{$_}[1] eq "u$_") } 1 .. $n;
+is("@wrong", '', 'after the stall every request gets its own session, none a late reply');
+
+ok(errlog_has($d, qr/timed out after 150 ms/), 'the timeout is logged');
+errlog_clean($d, 'fifo');
+stop_nginx($d);
+
+done_testing();
