@@ -16,11 +16,13 @@
  */
 
 
-#include "src/ngx_http_cache_redis.h"
-#include "src/ngx_http_cache_redis_entry.h"
-#include "src/ngx_http_cache_redis_rules.h"
-#include "src/ngx_http_cache_redis_hit.h"
-#include "src/ngx_http_cache_redis_store.h"
+#include "ngx_http_cache_redis.h"
+#include "ngx_http_cache_redis_entry.h"
+#include "ngx_http_cache_redis_rules.h"
+#include "ngx_http_cache_redis_hit.h"
+#include "ngx_http_cache_redis_store.h"
+#include "ngx_http_scale_redis.h"
+#include "ngx_http_scale_metrics.h"
 
 
 #define NGX_HTTP_CACHE_REDIS_STALE_OFF     0x0001
@@ -760,7 +762,7 @@ ngx_http_cache_redis_found(ngx_http_request_t *r,
 
         if (skipped != NGX_DECLINED) {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "cache_redis: \"%V\" in redis pool \"%V\" is not "
+                          "\"%V\" in redis pool \"%V\" is not "
                           "a cache entry, %i similar errors not logged",
                           &ctx->key,
                           ngx_http_scale_redis_pool_name(ctx->conf->pool),
@@ -903,7 +905,7 @@ ngx_http_cache_redis_wait(ngx_http_request_t *r,
 {
     if (ngx_current_msec - ctx->wait_start >= ctx->conf->lock_timeout) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "cache_redis: lock \"%V\" still held after %M ms, "
+                      "cache lock \"%V\" still held after %M ms, "
                       "fetching unstored", &ctx->lock,
                       ctx->conf->lock_timeout);
 
@@ -993,7 +995,7 @@ ngx_http_cache_redis_error(ngx_http_request_t *r,
 
     if (skipped != NGX_DECLINED) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "cache_redis: redis pool \"%V\" %s, passing to the "
+                      "redis pool \"%V\" %s, passing to the "
                       "app unstored, %i similar errors not logged",
                       ngx_http_scale_redis_pool_name(ctx->conf->pool), what,
                       skipped);

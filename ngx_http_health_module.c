@@ -9,7 +9,10 @@
  */
 
 
-#include "ngx_http_health_module.h"
+#include "ngx_http_health.h"
+#include "ngx_http_health_metrics.h"
+#include "ngx_http_scale_redis.h"
+#include "ngx_http_scale_metrics.h"
 
 #if (NGX_HAVE_DLOPEN)
 #include <dlfcn.h>

@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_scale_module.h"
+#include "ngx_http_scale_redis.h"
 
 
 #define NGX_HTTP_RATELIMIT_REDIS_PASSED            1
@@ -36,6 +37,9 @@ typedef struct {
     ngx_msec_t                       window;
     ngx_str_t                        limit_arg;    /* script arguments */
     ngx_str_t                        window_arg;
+    ngx_str_t                        prefix;       /* "rl:{NAME}:" */
+    ngx_uint_t                       batch_gen;    /* this worker's: */
+    ngx_uint_t                       batch_slot;   /* place in KEYS */
     ngx_uint_t                       index;        /* in the deny cache */
     ngx_http_scale_redis_pool_t     *pool;
     ngx_http_ratelimit_redis_batcher_t  *batcher;  /* this worker's */

@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_ratelimit_redis.h"
+#include "ngx_http_scale_redis.h"
 
 
 /* requests in one script call; run lengths are kept in u_char */
@@ -18,11 +19,23 @@
 #error NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX must fit in u_char
 #endif
 
+/*
+ * Batches a pool has unanswered; the requests that come meanwhile wait
+ * for one to be answered and go together: Redis pays a call's fixed cost
+ * once for all of them, and the wait is shorter than a round trip
+ */
+#define NGX_HTTP_RATELIMIT_REDIS_SENT_MAX  1
+
+/* (run, zone) pairs of a batch at most; indexes kept in u_short */
+#define NGX_HTTP_RATELIMIT_REDIS_APPS                                         \
+    (NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX * NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX)
+
 
 struct ngx_http_ratelimit_redis_batcher_s {
     ngx_http_scale_redis_pool_t     *pool;
     ngx_queue_t                      pending;      /* of ctx */
     ngx_event_t                      flush;        /* posted */
+    ngx_uint_t                       sent;         /* batches unanswered */
 };
 
 
@@ -33,8 +46,12 @@ struct ngx_http_ratelimit_redis_batch_s {
     ngx_uint_t                       waiting;      /* requests not gone */
     ngx_http_ratelimit_redis_ctx_t **ctxs;         /* NULL: request gone */
     ngx_uint_t                       nruns;
+    ngx_uint_t                       nz;           /* distinct zones */
     u_char                          *runs;         /* requests per run */
     u_char                          *nzones;       /* zones per run */
+    u_short                         *slots;        /* per run and zone:
+                                                      2 * zone + dry run */
+    ngx_uint_t                       sent;         /* counted in batcher */
     int                              argc;
     const char                     **argv;
     size_t                          *argvlen;
@@ -42,6 +59,8 @@ struct ngx_http_ratelimit_redis_batch_s {
 
 
 static void ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev);
+static void ngx_http_ratelimit_redis_batch_answered(
+    ngx_http_ratelimit_redis_batcher_t *b);
 static ngx_http_ratelimit_redis_batch_t *ngx_http_ratelimit_redis_batch_build(
     ngx_http_ratelimit_redis_batcher_t *b);
 static ngx_uint_t ngx_http_ratelimit_redis_batch_same(
@@ -51,16 +70,15 @@ static void ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
 static ngx_int_t ngx_http_ratelimit_redis_batch_check(
     ngx_http_ratelimit_redis_batch_t *batch, redisReply *reply);
 static void ngx_http_ratelimit_redis_batch_verdict(redisReply **e,
-    ngx_uint_t nzones, ngx_uint_t q, ngx_http_ratelimit_redis_verdict_t *v);
+    redisReply **resets, u_short *slots, ngx_uint_t nzones, ngx_uint_t m,
+    ngx_uint_t q, ngx_http_ratelimit_redis_verdict_t *v);
 static void ngx_http_ratelimit_redis_batch_cleanup(void *data);
 
 
 static ngx_http_ratelimit_redis_batcher_t  *ngx_http_ratelimit_redis_batchers;
 static ngx_queue_t                          ngx_http_ratelimit_redis_inflight;
+static ngx_uint_t                           ngx_http_ratelimit_redis_batch_gen;
 
-static const char  *ngx_http_ratelimit_redis_digits[] = {
-    "0", "1", "2", "3", "4", "5", "6", "7", "8"
-};
 
 
 /*
@@ -68,115 +86,170 @@ static const char  *ngx_http_ratelimit_redis_digits[] = {
  * their keys and arguments are sent once and their answers come back as
  * one (a global limit or a flood from one client is a single run however
  * many requests it holds).
- * KEYS: a base key per (run, zone), run by run.
- * ARGV: per run, its number of requests and of zones, then per zone:
- * limit, window (ms), dry run (0/1).
- * Per run it returns how many of its requests are admitted (the first
- * ones), then per zone: how many requests it admits (the first ones),
- * remaining before the run, retry (ms until this zone would admit: the
- * first whole millisecond at which it would) and reset (ms to the window's
- * end).  Within a run every answer follows from these: a request's count
+ *
+ * Layout: the counters of one zone and window are the fields of one hash,
+ * "rl:{ZONE}:WINDOW_START", a field per limited key, so that a batch costs
+ * Redis two HMGETs (this window and the previous one) and one HSET per
+ * zone, however many distinct keys it holds.  The field "" (a key is never
+ * empty) marks a hash that has its expiry: the batch that creates a
+ * window's hash gives it a TTL to the end of the window after next and
+ * UNLINKs the hash of two windows ago, which nothing reads any more, so
+ * that a background thread frees it, not Redis' main one.  The TTL is for
+ * a zone that goes quiet.
+ *
+ * KEYS: "rl:{ZONE}:" per zone of the batch.
+ * ARGV: the number of zones; per zone its limit, window (ms) and number
+ * of distinct keys; the distinct keys, zone by zone; then the runs in one
+ * string of bytes: per run its number of requests and of zones, and per
+ * zone 2 * (the key's place among the distinct keys, from 0) + dry run
+ * (0/1) in two bytes, most significant first.
+ *
+ * It returns per zone the ms to its window's end (reset), then per run:
+ * for a run of one request, per zone the remaining before the request if
+ * the zone admits it, else minus the retry (ms until the zone would: the
+ * first whole millisecond at which it would); for a longer run, how many
+ * of its requests are admitted (the first ones), then per zone how many
+ * requests it admits (the first ones), remaining before the run and
+ * retry.  Within a run every answer follows from these: a request's count
  * grows by one for each admitted request before it, and once a zone or
  * the run rejects, the counts stop moving and every later request gets
  * the same answer.  ngx_http_ratelimit_redis_batch_verdict() unfolds them.
+ *
  * Sliding window: the current window's count plus the previous one's
  * weighted by how much of it the last window length still covers.  Time
  * comes from Redis, so nginx hosts need not agree on the clock.  A request
- * is counted only if all its zones admit it.  Key names and numbers are
- * worked out once per distinct key and window, not once per request.
+ * is counted only if all its zones admit it.
  */
 
 static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
     ngx_string(
 "local t = redis.call('TIME')\n"
 "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-"local zk, zp, zl, zw, ze, zd = {}, {}, {}, {}, {}, {}\n"
-"local rn, nz, names, seen, win, num = {}, {}, {}, {}, {}, {}\n"
-"local a, k = 1, 1\n"
-"while a <= #ARGV do\n"
-"  local n = tonumber(ARGV[a + 1])\n"
-"  rn[#rn + 1], nz[#nz + 1] = tonumber(ARGV[a]), n\n"
-"  for j = 1, n do\n"
-"    local ws = ARGV[a + 3 * j]\n"
-"    local s = win[ws]\n"
-"    if not s then\n"
-"      local w = tonumber(ws)\n"
-"      local e = now % w\n"
-"      s = {w, e, tostring(now - e), tostring(now - e - w)}\n"
-"      win[ws] = s\n"
-"    end\n"
-"    local base = KEYS[k]\n"
-"    local id = base .. ws\n"
-"    local cur = seen[id]\n"
-"    if not cur then\n"
-"      cur = {base .. s[3], base .. s[4]}\n"
-"      seen[id] = cur\n"
-"      names[#names + 1] = cur[1]\n"
-"      names[#names + 1] = cur[2]\n"
-"    end\n"
-"    local ls = ARGV[a + 3 * j - 1]\n"
-"    local l = num[ls]\n"
-"    if not l then l = tonumber(ls); num[ls] = l end\n"
-"    zk[k], zp[k], zw[k], ze[k] = cur[1], cur[2], s[1], s[2]\n"
-"    zl[k], zd[k] = l, ARGV[a + 3 * j + 1] == '1'\n"
-"    k = k + 1\n"
+"local nz = tonumber(ARGV[1])\n"
+"local a, g, f0 = 2 + 3 * nz, 0, 1 + 3 * nz\n"
+"local zl, zw, zr, zk, zm = {}, {}, {}, {}, {}\n"
+"local cc, pp, fz, out = {}, {}, {}, {}\n"
+"for z = 1, nz do\n"
+"  local w, nf = tonumber(ARGV[3 * z]), tonumber(ARGV[3 * z + 1])\n"
+"  local e = now % w\n"
+"  local key = KEYS[z] .. (now - e)\n"
+"  local c = redis.call('HMGET', key, '', unpack(ARGV, a, a + nf - 1))\n"
+"  local p = redis.call('HMGET', KEYS[z] .. (now - e - w),\n"
+"                       unpack(ARGV, a, a + nf - 1))\n"
+"  for i = 1, nf do\n"
+"    cc[g + i], pp[g + i], fz[g + i] = tonumber(c[i + 1]) or 0,\n"
+"                                      tonumber(p[i]) or 0, z\n"
 "  end\n"
-"  a = a + 2 + 3 * n\n"
+"  zl[z], zw[z], zr[z], zk[z], zm[z] = tonumber(ARGV[3 * z - 1]), w, w - e,\n"
+"                                      key, c[1]\n"
+"  out[z] = w - e\n"
+"  g, a = g + nf, a + nf\n"
 "end\n"
-"local count, incr, ttl, out, ok = {}, {}, {}, {}, {}\n"
-"local v = redis.call('MGET', unpack(names))\n"
-"for i, name in ipairs(names) do count[name] = tonumber(v[i]) or 0 end\n"
-"k = 1\n"
-"for r = 1, #nz do\n"
-"  local n, m, o = nz[r], rn[r], #out + 1\n"
-"  for z = k, k + n - 1 do\n"
-"    local c, p, l, w, e = count[zk[z]], count[zp[z]], zl[z], zw[z], ze[z]\n"
-"    local left = math.floor(l - (p * (w - e) / w + c))\n"
-"    out[o + 4 * (z - k) + 1] = 0\n"
-"    out[o + 4 * (z - k) + 2] = left > 0 and left or 0\n"
-"    out[o + 4 * (z - k) + 3] = 0\n"
-"    out[o + 4 * (z - k) + 4] = w - e\n"
-"  end\n"
-"  local admitted = 0\n"
-"  while admitted < m do\n"
-"    local admit = true\n"
-"    for z = k, k + n - 1 do\n"
-"      local c, p, l, w, e = count[zk[z]], count[zp[z]], zl[z], zw[z], ze[z]\n"
-"      ok[z] = p * (w - e) / w + c + 1 <= l\n"
-"      if not ok[z] then\n"
+"local o, rg, rd, ok, seen, dirty, nd = nz, {}, {}, {}, {}, {}, 0\n"
+"local b = {string.byte(ARGV[a], 1, -1)}\n"
+"a = 1\n"
+"while a <= #b do\n"
+"  local m, n = b[a], b[a + 1]\n"
+"  local admit = true\n"
+"  for j = 1, n do\n"
+"    local s = b[a + 2 * j] * 256 + b[a + 2 * j + 1]\n"
+"    local d = s % 2\n"
+"    local g = (s - d) / 2 + 1\n"
+"    local z = fz[g]\n"
+"    local c, p, l, w, r = cc[g], pp[g], zl[z], zw[z], zr[z]\n"
+"    local est = p * r / w + c\n"
+"    rg[j], rd[j], ok[j] = g, d == 1, est + 1 <= l\n"
+"    if m == 1 then\n"
+"      if ok[j] then\n"
+"        local left = math.floor(l - est)\n"
+"        out[o + j] = left > 0 and left or 0\n"
+"      else\n"
 "        local retry\n"
 "        if c + 1 > l then\n"
-"          retry = w - e + w - math.floor((l - 1) * w / c)\n"
+"          retry = r + w - math.floor((l - 1) * w / c)\n"
 "        else\n"
-"          retry = w - math.floor((l - c - 1) * w / p) - e\n"
+"          retry = w - math.floor((l - c - 1) * w / p) - (w - r)\n"
 "        end\n"
-"        out[o + 4 * (z - k) + 3] = retry > 0 and retry or 1\n"
-"        if not zd[z] then admit = false end\n"
+"        out[o + j] = retry > 0 and -retry or -1\n"
+"        if d == 0 then admit = false end\n"
 "      end\n"
-"    end\n"
-"    if not admit then break end\n"
-"    admitted = admitted + 1\n"
-"    for z = k, k + n - 1 do\n"
-"      if ok[z] then\n"
-"        local key = zk[z]\n"
-"        count[key] = count[key] + 1\n"
-"        incr[key] = (incr[key] or 0) + 1\n"
-"        ttl[key] = 2 * zw[z]\n"
-"        out[o + 4 * (z - k) + 1] = admitted\n"
-"      end\n"
+"    else\n"
+"      local left = math.floor(l - est)\n"
+"      out[o + 3 * j - 1] = 0\n"
+"      out[o + 3 * j] = left > 0 and left or 0\n"
+"      out[o + 3 * j + 1] = 0\n"
 "    end\n"
 "  end\n"
-"  out[o] = admitted\n"
-"  if admitted < m then\n"
-"    for z = k, k + n - 1 do\n"
-"      if ok[z] then out[o + 4 * (z - k) + 1] = m end\n"
+"  if m == 1 then\n"
+"    if admit then\n"
+"      for j = 1, n do\n"
+"        if ok[j] then\n"
+"          local g = rg[j]\n"
+"          cc[g] = cc[g] + 1\n"
+"          if not seen[g] then seen[g], nd = true, nd + 1; dirty[nd] = g end\n"
+"        end\n"
+"      end\n"
 "    end\n"
+"    o = o + n\n"
+"  else\n"
+"    local admitted = 0\n"
+"    while admitted < m do\n"
+"      admit = true\n"
+"      for j = 1, n do\n"
+"        local g = rg[j]\n"
+"        local z = fz[g]\n"
+"        local c, p, l, w, r = cc[g], pp[g], zl[z], zw[z], zr[z]\n"
+"        ok[j] = p * r / w + c + 1 <= l\n"
+"        if not ok[j] then\n"
+"          local retry\n"
+"          if c + 1 > l then\n"
+"            retry = r + w - math.floor((l - 1) * w / c)\n"
+"          else\n"
+"            retry = w - math.floor((l - c - 1) * w / p) - (w - r)\n"
+"          end\n"
+"          out[o + 3 * j + 1] = retry > 0 and retry or 1\n"
+"          if not rd[j] then admit = false end\n"
+"        end\n"
+"      end\n"
+"      if not admit then break end\n"
+"      admitted = admitted + 1\n"
+"      for j = 1, n do\n"
+"        if ok[j] then\n"
+"          local g = rg[j]\n"
+"          cc[g] = cc[g] + 1\n"
+"          if not seen[g] then seen[g], nd = true, nd + 1; dirty[nd] = g end\n"
+"          out[o + 3 * j - 1] = admitted\n"
+"        end\n"
+"      end\n"
+"    end\n"
+"    out[o + 1] = admitted\n"
+"    if admitted < m then\n"
+"      for j = 1, n do\n"
+"        if ok[j] then out[o + 3 * j - 1] = m end\n"
+"      end\n"
+"    end\n"
+"    o = o + 1 + 3 * n\n"
 "  end\n"
-"  k = k + n\n"
+"  a = a + 2 + 2 * n\n"
 "end\n"
-"for key, d in pairs(incr) do\n"
-"  redis.call('INCRBY', key, d)\n"
-"  if count[key] == d then redis.call('PEXPIRE', key, ttl[key]) end\n"
+"for z = 1, nz do\n"
+"  zm[z] = zm[z] and {} or {'', 1}\n"
+"end\n"
+"for i = 1, nd do\n"
+"  local g = dirty[i]\n"
+"  local h = zm[fz[g]]\n"
+"  h[#h + 1] = ARGV[f0 + g]\n"
+"  h[#h + 1] = cc[g]\n"
+"end\n"
+"for z = 1, nz do\n"
+"  local h = zm[z]\n"
+"  if h[1] == '' then\n"
+"    redis.call('HSET', zk[z], unpack(h))\n"
+"    redis.call('PEXPIRE', zk[z], 2 * zw[z] + zr[z])\n"
+"    redis.call('UNLINK', KEYS[z] .. (now + zr[z] - 3 * zw[z]))\n"
+"  elseif #h > 0 then\n"
+"    redis.call('HSET', zk[z], unpack(h))\n"
+"  end\n"
 "end\n"
 "return out\n"),
     { 0 }
@@ -290,7 +363,7 @@ ngx_http_ratelimit_redis_batch_add(ngx_http_request_t *r,
     ctx->batcher = b;
     ngx_queue_insert_tail(&b->pending, &ctx->queue);
 
-    if (!b->flush.posted) {
+    if (!b->flush.posted && b->sent < NGX_HTTP_RATELIMIT_REDIS_SENT_MAX) {
         ngx_post_event(&b->flush, &ngx_posted_events);
     }
 
@@ -310,8 +383,9 @@ ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
     ngx_http_ratelimit_redis_ctx_t    *ctx;
     ngx_http_ratelimit_redis_batch_t  *batch;
 
-    while (!ngx_queue_empty(&b->pending)) {
-
+    while (!ngx_queue_empty(&b->pending)
+           && b->sent < NGX_HTTP_RATELIMIT_REDIS_SENT_MAX)
+    {
         batch = ngx_http_ratelimit_redis_batch_build(b);
 
         if (batch == NULL) {
@@ -319,6 +393,10 @@ ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
             rc = NGX_HTTP_SCALE_REDIS_PROTOCOL;
 
         } else {
+            /* counted first: the answer may come at any time after */
+            batch->sent = 1;
+            b->sent++;
+
             rc = ngx_http_scale_redis_send_detached(b->pool,
                                          &ngx_http_ratelimit_redis_script,
                                          batch->argc, batch->argv,
@@ -334,6 +412,9 @@ ngx_http_ratelimit_redis_batch_flush(ngx_event_t *ev)
         }
 
         if (batch) {
+            batch->sent = 0;
+            b->sent--;
+
             ngx_queue_insert_tail(&ngx_http_ratelimit_redis_inflight,
                                   &batch->inflight);
             ngx_http_ratelimit_redis_batch_reply(batch, rc, NULL);
@@ -358,19 +439,39 @@ static ngx_http_ratelimit_redis_batch_t *
 ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
 {
     u_char                            *p;
-    size_t                             size, keys, *lens;
-    ngx_uint_t                         n, nkeys, nruns, i, j, r;
+    size_t                             size, bytes, *lens;
+    ngx_str_t                         *key;
+    ngx_uint_t                         n, nkeys, nruns, nz, nf, i, j, k, r, z;
     ngx_queue_t                       *q;
     const char                       **argv;
     ngx_http_ratelimit_redis_ctx_t    *ctx, *prev;
     ngx_http_ratelimit_redis_zone_t   *zone;
     ngx_http_ratelimit_redis_batch_t  *batch;
+
+    /* per run and zone: its key, its zone's next one, its distinct key */
+    ngx_str_t                         *keys[NGX_HTTP_RATELIMIT_REDIS_APPS];
+    u_short                            next[NGX_HTTP_RATELIMIT_REDIS_APPS];
+    u_short                            field[NGX_HTTP_RATELIMIT_REDIS_APPS];
+    u_short                            slot[NGX_HTTP_RATELIMIT_REDIS_APPS];
+
+    /* per distinct zone: its first and last run and zone, distinct keys */
+    ngx_http_ratelimit_redis_zone_t   *zones[NGX_HTTP_RATELIMIT_REDIS_APPS];
+    u_short                            head[NGX_HTTP_RATELIMIT_REDIS_APPS];
+    u_short                            tail[NGX_HTTP_RATELIMIT_REDIS_APPS];
+    u_short                            nfields[NGX_HTTP_RATELIMIT_REDIS_APPS];
+    u_short                            distinct[NGX_HTTP_RATELIMIT_REDIS_APPS];
+
     u_char                             runs[NGX_HTTP_RATELIMIT_REDIS_BATCH_MAX];
+
+    /* a zone's place in the batch is valid for this batch only */
+    ngx_http_ratelimit_redis_batch_gen++;
 
     n = 0;
     nkeys = 0;
     nruns = 0;
-    keys = 0;
+    nz = 0;
+    nf = 0;
+    bytes = 0;
     prev = NULL;
 
     for (q = ngx_queue_head(&b->pending);
@@ -386,23 +487,75 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
             continue;
         }
 
-        for (j = 0; j < ctx->nzones; j++) {
-            keys += ctx->keys[j].len;
+        for (j = 0; j < ctx->nzones; j++, nkeys++) {
+            zone = ctx->limits[j]->zone;
+
+            if (zone->batch_gen != ngx_http_ratelimit_redis_batch_gen) {
+                zone->batch_gen = ngx_http_ratelimit_redis_batch_gen;
+                zone->batch_slot = nz;
+                zones[nz] = zone;
+                head[nz] = nkeys;
+                nfields[nz] = 0;
+                bytes += zone->prefix.len;
+                nz++;
+
+            } else {
+                next[tail[zone->batch_slot]] = nkeys;
+            }
+
+            z = zone->batch_slot;
+            tail[z] = nkeys;
+            next[nkeys] = NGX_HTTP_RATELIMIT_REDIS_APPS;
+            keys[nkeys] = &ctx->keys[j];
+            slot[nkeys] = (u_short) (2 * z + ctx->limits[j]->dry_run);
         }
 
-        nkeys += ctx->nzones;
         runs[nruns++] = 1;
         prev = ctx;
     }
 
-    /* numkeys, the keys, then per run its sizes and 3 per zone */
-    size = 1 + nkeys + 2 * nruns + 3 * nkeys;
+    /*
+     * The distinct keys of each zone, numbered zone by zone: the same key
+     * in two runs must be one counter in the script.  A zone has at most
+     * one key per run, so this compares at most BATCH_MAX^2 / 2 keys.
+     */
+
+    for (z = 0; z < nz; z++) {
+        for (k = head[z]; k != NGX_HTTP_RATELIMIT_REDIS_APPS; k = next[k]) {
+            key = keys[k];
+
+            for (i = nf - nfields[z]; i < nf; i++) {
+                if (keys[distinct[i]]->len == key->len
+                    && ngx_memcmp(keys[distinct[i]]->data, key->data,
+                                  key->len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (i == nf) {
+                distinct[nf++] = k;
+                nfields[z]++;
+                bytes += key->len;
+            }
+
+            field[k] = (u_short) i;
+        }
+    }
+
+    /* numkeys, a key per zone, the number of zones, 3 per zone, the
+     * distinct keys, the runs */
+    size = 1 + nz + 1 + 3 * nz + nf + 1;
 
     batch = ngx_alloc(sizeof(ngx_http_ratelimit_redis_batch_t)
                       + n * sizeof(ngx_http_ratelimit_redis_ctx_t *)
                       + size * (sizeof(char *) + sizeof(size_t))
-                      + 2 * nruns + NGX_INT_T_LEN + nruns * NGX_INT_T_LEN
-                      + keys,
+                      + nkeys * sizeof(u_short)
+                      + 2 * nruns
+                      + (2 + nz) * NGX_INT_T_LEN
+                      + 2 * nruns + 2 * nkeys
+                      + bytes,
                       ngx_cycle->log);
     if (batch == NULL) {
         return NULL;
@@ -410,15 +563,20 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
 
     batch->batcher = b;
     batch->cmd = NULL;
+    batch->sent = 0;
     batch->waiting = n;
     batch->argc = size;
     batch->ctxs = (ngx_http_ratelimit_redis_ctx_t **) (batch + 1);
     batch->argv = (const char **) (batch->ctxs + n);
     batch->argvlen = (size_t *) (batch->argv + size);
+    batch->slots = (u_short *) (batch->argvlen + size);
     batch->nruns = nruns;
-    batch->runs = (u_char *) (batch->argvlen + size);
+    batch->nz = nz;
+    batch->runs = (u_char *) (batch->slots + nkeys);
     batch->nzones = batch->runs + nruns;
     p = batch->nzones + nruns;
+
+    ngx_memcpy(batch->slots, slot, nkeys * sizeof(u_short));
 
     for (i = 0; i < n; i++) {
         q = ngx_queue_head(&b->pending);
@@ -441,40 +599,53 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
     lens = batch->argvlen;
 
     *argv++ = (const char *) p;
-    *lens = ngx_sprintf(p, "%ui", nkeys) - p;
+    *lens = ngx_sprintf(p, "%ui", nz) - p;
     p += *lens++;
+
+    for (z = 0; z < nz; z++) {
+        *argv++ = (const char *) p;
+        *lens++ = zones[z]->prefix.len;
+        p = ngx_cpymem(p, zones[z]->prefix.data, zones[z]->prefix.len);
+    }
+
+    *argv++ = (const char *) p;
+    *lens = ngx_sprintf(p, "%ui", nz) - p;
+    p += *lens++;
+
+    for (z = 0; z < nz; z++) {
+        *argv++ = (const char *) zones[z]->limit_arg.data;
+        *lens++ = zones[z]->limit_arg.len;
+        *argv++ = (const char *) zones[z]->window_arg.data;
+        *lens++ = zones[z]->window_arg.len;
+
+        *argv++ = (const char *) p;
+        *lens = ngx_sprintf(p, "%ui", (ngx_uint_t) nfields[z]) - p;
+        p += *lens++;
+    }
 
     /* keys are copied: a request may go away while the batch is out */
 
-    for (r = 0, i = 0; r < nruns; i += runs[r++]) {
-        ctx = batch->ctxs[i];
-
-        for (j = 0; j < ctx->nzones; j++) {
-            *argv++ = (const char *) p;
-            *lens++ = ctx->keys[j].len;
-            p = ngx_cpymem(p, ctx->keys[j].data, ctx->keys[j].len);
-        }
-    }
-
-    for (r = 0, i = 0; r < nruns; i += runs[r++]) {
-        ctx = batch->ctxs[i];
+    for (i = 0; i < nf; i++) {
+        key = keys[distinct[i]];
 
         *argv++ = (const char *) p;
-        *lens = ngx_sprintf(p, "%ui", (ngx_uint_t) runs[r]) - p;
-        p += *lens++;
+        *lens++ = key->len;
+        p = ngx_cpymem(p, key->data, key->len);
+    }
 
-        *argv++ = ngx_http_ratelimit_redis_digits[ctx->nzones];
-        *lens++ = 1;
+    /* the runs, as bytes: the script reads them with one string.byte() */
 
-        for (j = 0; j < ctx->nzones; j++) {
-            zone = ctx->limits[j]->zone;
+    *argv++ = (const char *) p;
+    *lens++ = 2 * nruns + 2 * nkeys;
 
-            *argv++ = (const char *) zone->limit_arg.data;
-            *lens++ = zone->limit_arg.len;
-            *argv++ = (const char *) zone->window_arg.data;
-            *lens++ = zone->window_arg.len;
-            *argv++ = ctx->limits[j]->dry_run ? "1" : "0";
-            *lens++ = 1;
+    for (r = 0, k = 0; r < nruns; r++) {
+        *p++ = runs[r];
+        *p++ = batch->nzones[r];
+
+        for (j = 0; j < batch->nzones[r]; j++, k++) {
+            i = 2 * (ngx_uint_t) field[k] + (slot[k] & 1);
+            *p++ = (u_char) (i >> 8);
+            *p++ = (u_char) (i & 0xff);
         }
     }
 
@@ -515,11 +686,18 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
 {
     ngx_http_ratelimit_redis_batch_t *batch = data;
 
-    ngx_uint_t                           i, k, q, r;
+    u_short                             *slots;
+    ngx_uint_t                           i, q, r;
+    redisReply                         **e;
     ngx_http_ratelimit_redis_ctx_t      *ctx;
     ngx_http_ratelimit_redis_verdict_t   v[NGX_HTTP_RATELIMIT_REDIS_ZONES_MAX];
 
     ngx_queue_remove(&batch->inflight);
+
+    if (batch->sent) {
+        batch->sent = 0;
+        ngx_http_ratelimit_redis_batch_answered(batch->batcher);
+    }
 
     /* the requests that resuming one ends must not free the batch */
     batch->cmd = NULL;
@@ -537,7 +715,8 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
         rc = NGX_HTTP_SCALE_REDIS_PROTOCOL;
     }
 
-    k = 0;
+    e = (rc == NGX_HTTP_SCALE_REDIS_OK) ? reply->element + batch->nz : NULL;
+    slots = batch->slots;
     i = 0;
 
     for (r = 0; r < batch->nruns; r++) {
@@ -552,8 +731,10 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
             }
 
             if (rc == NGX_HTTP_SCALE_REDIS_OK) {
-                ngx_http_ratelimit_redis_batch_verdict(reply->element + k,
-                                                       batch->nzones[r], q, v);
+                ngx_http_ratelimit_redis_batch_verdict(e, reply->element,
+                                                       slots,
+                                                       batch->nzones[r],
+                                                       batch->runs[r], q, v);
             }
 
             ctx->batch = NULL;
@@ -563,7 +744,12 @@ ngx_http_ratelimit_redis_batch_reply(void *data, ngx_int_t rc,
             ngx_http_scale_resume(ctx->request);
         }
 
-        k += 1 + 4 * batch->nzones[r];
+        if (e) {
+            e += (batch->runs[r] == 1) ? batch->nzones[r]
+                                       : 1 + 3 * batch->nzones[r];
+        }
+
+        slots += batch->nzones[r];
     }
 
     ngx_free(batch);
@@ -574,13 +760,14 @@ static ngx_int_t
 ngx_http_ratelimit_redis_batch_check(ngx_http_ratelimit_redis_batch_t *batch,
     redisReply *reply)
 {
-    ngx_uint_t    i, j, n, r;
+    ngx_uint_t    i, j, n, r, m;
     redisReply  **e;
 
-    n = 0;
+    n = batch->nz;
 
     for (r = 0; r < batch->nruns; r++) {
-        n += 1 + 4 * batch->nzones[r];
+        n += (batch->runs[r] == 1) ? batch->nzones[r]
+                                   : 1 + 3 * batch->nzones[r];
     }
 
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
@@ -588,48 +775,102 @@ ngx_http_ratelimit_redis_batch_check(ngx_http_ratelimit_redis_batch_t *batch,
     }
 
     for (i = 0; i < n; i++) {
-        if (reply->element[i]->type != REDIS_REPLY_INTEGER
-            || reply->element[i]->integer < 0)
-        {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
             return NGX_ERROR;
         }
     }
 
-    /* admitted counts are counts of the run's requests */
-
-    e = reply->element;
-
-    for (r = 0; r < batch->nruns; r++) {
-        if (e[0]->integer > batch->runs[r]) {
+    for (i = 0; i < batch->nz; i++) {
+        if (reply->element[i]->integer < 0) {
             return NGX_ERROR;
         }
+    }
 
-        for (j = 0; j < batch->nzones[r]; j++) {
-            if (e[1 + 4 * j]->integer > batch->runs[r]) {
+    /* admitted counts are counts of the run's requests; else no sign */
+
+    e = reply->element + batch->nz;
+
+    for (r = 0; r < batch->nruns; r++) {
+        m = batch->runs[r];
+
+        if (m == 1) {
+            e += batch->nzones[r];
+            continue;
+        }
+
+        for (i = 0; i < 1 + 3 * (ngx_uint_t) batch->nzones[r]; i++) {
+            if (e[i]->integer < 0) {
                 return NGX_ERROR;
             }
         }
 
-        e += 1 + 4 * batch->nzones[r];
+        if (e[0]->integer > (long long) m) {
+            return NGX_ERROR;
+        }
+
+        for (j = 0; j < batch->nzones[r]; j++) {
+            if (e[1 + 3 * j]->integer > (long long) m) {
+                return NGX_ERROR;
+            }
+        }
+
+        e += 1 + 3 * batch->nzones[r];
     }
 
     return NGX_OK;
 }
 
 
-/* the answer to the q-th request (from 0) of a run, from the run's answer */
+/*
+ * The answer to the q-th request (from 0) of a run of m, from the run's
+ * answer e, the zones' resets and the run's slots (2 * zone + dry run)
+ */
 
 static void
-ngx_http_ratelimit_redis_batch_verdict(redisReply **e, ngx_uint_t nzones,
-    ngx_uint_t q, ngx_http_ratelimit_redis_verdict_t *v)
+ngx_http_ratelimit_redis_batch_verdict(redisReply **e, redisReply **resets,
+    u_short *slots, ngx_uint_t nzones, ngx_uint_t m, ngx_uint_t q,
+    ngx_http_ratelimit_redis_verdict_t *v)
 {
-    long long   left;
+    long long   x, left;
     ngx_uint_t  j, admitted, before;
+
+    if (m == 1) {
+        /* one request: remaining if the zone admits it, else -retry */
+
+        admitted = 1;
+
+        for (j = 0; j < nzones; j++) {
+            if (e[j]->integer < 0 && !(slots[j] & 1)) {
+                admitted = 0;
+            }
+        }
+
+        for (j = 0; j < nzones; j++) {
+            x = e[j]->integer;
+
+            if (x >= 0) {
+                left = x - (long long) admitted;
+
+                v[j].admitted = 1;
+                v[j].remaining = left > 0 ? left : 0;
+                v[j].retry = 0;
+
+            } else {
+                v[j].admitted = 0;
+                v[j].remaining = 0;
+                v[j].retry = -x;
+            }
+
+            v[j].reset = resets[slots[j] >> 1]->integer;
+        }
+
+        return;
+    }
 
     admitted = e[0]->integer;
     before = ngx_min(q, admitted);      /* counted before this request */
 
-    for (j = 0, e++; j < nzones; j++, e += 4) {
+    for (j = 0, e++; j < nzones; j++, e += 3) {
 
         if (q < (ngx_uint_t) e[0]->integer) {
             left = e[1]->integer - (long long) before - (q < admitted);
@@ -644,7 +885,7 @@ ngx_http_ratelimit_redis_batch_verdict(redisReply **e, ngx_uint_t nzones,
             v[j].retry = e[2]->integer;
         }
 
-        v[j].reset = e[3]->integer;
+        v[j].reset = resets[slots[j] >> 1]->integer;
     }
 }
 
@@ -682,6 +923,24 @@ ngx_http_ratelimit_redis_batch_cleanup(void *data)
 
         ngx_http_scale_redis_abandon(batch->cmd);
         ngx_queue_remove(&batch->inflight);
+
+        if (batch->sent) {
+            ngx_http_ratelimit_redis_batch_answered(batch->batcher);
+        }
+
         ngx_free(batch);
+    }
+}
+
+
+/* a batch is answered or abandoned: the requests that waited go */
+
+static void
+ngx_http_ratelimit_redis_batch_answered(ngx_http_ratelimit_redis_batcher_t *b)
+{
+    b->sent--;
+
+    if (!ngx_queue_empty(&b->pending) && !b->flush.posted) {
+        ngx_post_event(&b->flush, &ngx_posted_events);
     }
 }

@@ -10,8 +10,11 @@
  */
 
 
+#include <ngx_sha1.h>
 #include "ngx_http_ratelimit_redis.h"
 #include "ngx_http_ratelimit_redis_cache.h"
+#include "ngx_http_scale_redis.h"
+#include "ngx_http_scale_metrics.h"
 
 
 #define NGX_HTTP_RATELIMIT_REDIS_HEADERS_OFF       0
@@ -335,7 +338,11 @@ ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
 }
 
 
-/* "rl:{zone:key}:" - the hash tag keeps a key's windows in one slot */
+/*
+ * The key as the script gets it: the value as it is (binary-safe), or for
+ * a long one "sha1:" and its hex SHA-1; it names a field of the zone's
+ * hashes, "rl:{ZONE}:WINDOW_START", whose names the script builds
+ */
 
 static ngx_int_t
 ngx_http_ratelimit_redis_key(ngx_http_request_t *r,
@@ -349,38 +356,24 @@ ngx_http_ratelimit_redis_key(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (value.len == 0) {
-        ngx_str_null(key);
+    if (value.len <= NGX_HTTP_RATELIMIT_REDIS_KEY_MAX) {
+        /* the value lives as long as the request */
+        *key = value;
         return NGX_OK;
     }
 
-    if (value.len > NGX_HTTP_RATELIMIT_REDIS_KEY_MAX) {
-        ngx_sha1_init(&sha1);
-        ngx_sha1_update(&sha1, value.data, value.len);
-        ngx_sha1_final(digest, &sha1);
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, value.data, value.len);
+    ngx_sha1_final(digest, &sha1);
 
-        value.data = ngx_pnalloc(r->pool, sizeof("sha1:") - 1 + 40);
-        if (value.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        p = ngx_cpymem(value.data, "sha1:", sizeof("sha1:") - 1);
-        p = ngx_hex_dump(p, digest, 20);
-        value.len = p - value.data;
-    }
-
-    key->len = sizeof("rl:{:}:") - 1 + zone->name.len + value.len;
-    key->data = ngx_pnalloc(r->pool, key->len);
+    key->data = ngx_pnalloc(r->pool, sizeof("sha1:") - 1 + 40);
     if (key->data == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(key->data, "rl:{", 4);
-    p = ngx_cpymem(p, zone->name.data, zone->name.len);
-    *p++ = ':';
-    p = ngx_cpymem(p, value.data, value.len);
-    *p++ = '}';
-    *p = ':';
+    p = ngx_cpymem(key->data, "sha1:", sizeof("sha1:") - 1);
+    p = ngx_hex_dump(p, digest, 20);
+    key->len = p - key->data;
 
     return NGX_OK;
 }
@@ -909,6 +902,16 @@ ngx_http_ratelimit_redis_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->window_arg.data = s.data + zone->limit_arg.len;
     zone->window_arg.len = ngx_sprintf(zone->window_arg.data, "%M", window)
                            - zone->window_arg.data;
+
+    /* the hash tag keeps a zone's windows in one slot */
+
+    zone->prefix.len = sizeof("rl:{}:") - 1 + name.len;
+    zone->prefix.data = ngx_pnalloc(cf->pool, zone->prefix.len);
+    if (zone->prefix.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(zone->prefix.data, "rl:{%V}:", &name);
 
     zp = ngx_array_push(&rmcf->zones);
     if (zp == NULL) {

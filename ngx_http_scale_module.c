@@ -1,20 +1,15 @@
 
 /*
  * nginx-scale core: redis_pool blocks and the shared counters zone.
- * The Redis client lives in ngx_http_scale_redis.c, the counters in
- * ngx_http_scale_metrics.c; this file ties them to nginx's life cycle.
+ * The Redis client lives in src/ngx_http_scale_redis_*.c, the counters in
+ * src/ngx_http_scale_metrics.c; this file ties them to nginx's life cycle.
  */
 
 
 #include "ngx_http_scale_redis_pool.h"
 #include "ngx_http_scale_redis_worker.h"
 #include "ngx_http_scale_metrics.h"
-
-
-typedef struct {
-    ngx_http_scale_redis_conf_t      redis;
-    ngx_http_scale_metrics_conf_t    metrics;
-} ngx_http_scale_main_conf_t;
+#include "ngx_http_scale_redis.h"
 
 
 typedef struct {
@@ -37,7 +32,7 @@ static ngx_command_t  ngx_http_scale_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
       ngx_http_scale_redis_pool_block,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_scale_main_conf_t, redis),
+      0,
       NULL },
 
       ngx_null_command
@@ -85,14 +80,15 @@ ngx_http_scale_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    if (ngx_array_init(&smcf->redis.pools, cf->pool, 2,
+    if (ngx_array_init(&smcf->redis_pools, cf->pool, 2,
                        sizeof(ngx_http_scale_redis_pool_t *))
         != NGX_OK)
     {
         return NULL;
     }
 
-    if (ngx_http_scale_metrics_init_conf(cf, &smcf->metrics) != NGX_OK) {
+    smcf->metrics = ngx_http_scale_metrics_create_conf(cf);
+    if (smcf->metrics == NULL) {
         return NULL;
     }
 
@@ -107,11 +103,11 @@ ngx_http_scale_postconfiguration(ngx_conf_t *cf)
 
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scale_module);
 
-    if (ngx_http_scale_redis_init_conf(cf, &smcf->redis) != NGX_OK) {
+    if (ngx_http_scale_redis_init_conf(cf, &smcf->redis_pools) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    return ngx_http_scale_metrics_add_zone(cf, &smcf->metrics);
+    return ngx_http_scale_metrics_add_zone(cf, smcf->metrics);
 }
 
 
@@ -127,7 +123,7 @@ ngx_http_scale_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_scale_redis_init_process(cycle, &smcf->redis);
+    return ngx_http_scale_redis_init_process(cycle, &smcf->redis_pools);
 }
 
 
@@ -141,7 +137,7 @@ ngx_http_scale_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
-    ngx_http_scale_redis_exit_process(cycle, &smcf->redis);
+    ngx_http_scale_redis_exit_process(cycle, &smcf->redis_pools);
 }
 
 
@@ -271,50 +267,4 @@ ngx_http_scale_log_burst(ngx_http_scale_log_burst_t *burst)
     burst->suppressed = 0;
 
     return skipped;
-}
-
-
-/* accessors for the other files of the core */
-
-ngx_http_scale_redis_conf_t *
-ngx_http_scale_redis_conf(ngx_conf_t *cf)
-{
-    ngx_http_scale_main_conf_t  *smcf;
-
-    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scale_module);
-
-    return &smcf->redis;
-}
-
-
-ngx_http_scale_redis_conf_t *
-ngx_http_scale_redis_cycle_conf(ngx_cycle_t *cycle)
-{
-    ngx_http_scale_main_conf_t  *smcf;
-
-    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_scale_module);
-
-    return smcf ? &smcf->redis : NULL;
-}
-
-
-ngx_http_scale_metrics_conf_t *
-ngx_http_scale_metrics_conf(ngx_conf_t *cf)
-{
-    ngx_http_scale_main_conf_t  *smcf;
-
-    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scale_module);
-
-    return &smcf->metrics;
-}
-
-
-ngx_http_scale_metrics_conf_t *
-ngx_http_scale_metrics_cycle_conf(ngx_cycle_t *cycle)
-{
-    ngx_http_scale_main_conf_t  *smcf;
-
-    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_scale_module);
-
-    return smcf ? &smcf->metrics : NULL;
 }

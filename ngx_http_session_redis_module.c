@@ -25,7 +25,9 @@
 
 #include "ngx_http_scale_module.h"
 #include "ngx_http_session_redis_cookie.h"
-#include "src/ngx_http_session_redis_json.h"
+#include "ngx_http_session_redis_json.h"
+#include "ngx_http_scale_redis.h"
+#include "ngx_http_scale_metrics.h"
 
 
 #define NGX_HTTP_SESSION_REDIS_VALID       1
@@ -515,7 +517,7 @@ ngx_http_session_redis_read(ngx_http_request_t *r,
         ngx_str_null(&ctx->id);
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "session_redis: client sent invalid \"%V\" cookie",
+                      "client sent invalid session cookie \"%V\"",
                       &slcf->cookie);
 
         ctx->cookie_status = NGX_HTTP_SESSION_REDIS_INVALID;
@@ -592,8 +594,8 @@ ngx_http_session_redis_reply(ngx_http_request_t *r, void *data,
 
     } else {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "session_redis: unexpected reply from redis pool "
-                      "\"%V\"",
+                      "unexpected reply to a session lookup from "
+                      "redis pool \"%V\"",
                       ngx_http_scale_redis_pool_name(ctx->conf->pool));
 
         ngx_http_scale_redis_count_error(ctx->conf->pool,
@@ -644,7 +646,7 @@ ngx_http_session_redis_session(ngx_http_request_t *r,
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "session_redis: session in redis pool \"%V\" "
+                      "session in redis pool \"%V\" "
                       "cannot be decoded: %s at byte %uz",
                       ngx_http_scale_redis_pool_name(ctx->conf->pool),
                       err, off);
@@ -671,7 +673,7 @@ ngx_http_session_redis_session(ngx_http_request_t *r,
 
     if (err) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "session_redis: session in redis pool \"%V\" "
+                      "session in redis pool \"%V\" "
                       "is not a session: %s",
                       ngx_http_scale_redis_pool_name(ctx->conf->pool), err);
 
@@ -866,7 +868,7 @@ ngx_http_session_redis_render(ngx_http_request_t *r, ngx_str_t *node,
                != NGX_OK)
         {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "session_redis: a session value is larger than "
+                          "a session value is larger than "
                           "%d bytes or deeper than %d levels, not used",
                           NGX_HTTP_SESSION_REDIS_RENDER_MAX,
                           NGX_HTTP_SESSION_REDIS_RENDER_DEPTH);
@@ -899,7 +901,7 @@ ngx_http_session_redis_render(ngx_http_request_t *r, ngx_str_t *node,
 
     if (!ngx_http_session_redis_header_safe(value->data, value->len)) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "session_redis: a session value holds "
+                      "a session value holds "
                       "control characters, not used");
         ngx_str_null(value);
     }

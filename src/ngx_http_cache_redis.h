@@ -8,8 +8,9 @@
 #define _NGX_HTTP_CACHE_REDIS_H_INCLUDED_
 
 
-#include "../ngx_http_scale_module.h"
+#include "ngx_http_scale_module.h"
 #include "ngx_http_cache_redis_entry.h"
+#include "ngx_http_scale_redis.h"
 
 
 /* $cache_redis_status, also the metric's result label */

@@ -16,6 +16,8 @@
 #include "ngx_http_cache_redis_store.h"
 #include "ngx_http_cache_redis_rules.h"
 #include "ngx_http_cache_redis_hit.h"
+#include "ngx_http_scale_redis.h"
+#include "ngx_http_scale_metrics.h"
 
 
 typedef struct {
@@ -1293,7 +1295,7 @@ ngx_http_cache_redis_detached_done(void *data, ngx_int_t rc,
 
         if (skipped != NGX_DECLINED) {
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "cache_redis: %s failed in redis pool \"%V\", "
+                          "cache %s failed in redis pool \"%V\", "
                           "%i similar errors not logged",
                           cmd->what, ngx_http_scale_redis_pool_name(cmd->pool),
                           skipped);

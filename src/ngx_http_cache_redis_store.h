@@ -12,6 +12,7 @@
 
 
 #include "ngx_http_cache_redis.h"
+#include "ngx_http_scale_redis.h"
 
 
 ngx_int_t ngx_http_cache_redis_store_init(ngx_conf_t *cf);

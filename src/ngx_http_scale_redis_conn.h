@@ -17,6 +17,7 @@
 #include <ngx_event_connect.h>
 #include <hiredis/hiredis.h>
 #include "ngx_http_scale_module.h"
+#include "ngx_http_scale_redis.h"
 
 
 typedef struct ngx_http_scale_redis_conn_s  ngx_http_scale_redis_conn_t;

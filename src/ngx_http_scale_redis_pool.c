@@ -5,6 +5,7 @@
  */
 
 
+#include <ngx_sha1.h>
 #include "ngx_http_scale_redis_pool.h"
 #include "ngx_http_scale_metrics.h"
 
@@ -186,22 +187,22 @@ ngx_http_scale_redis_pool_name(ngx_http_scale_redis_pool_t *pool)
 ngx_uint_t
 ngx_http_scale_redis_npools(ngx_cycle_t *cycle)
 {
-    ngx_http_scale_redis_conf_t  *rcf;
+    ngx_http_scale_main_conf_t  *smcf;
 
-    rcf = ngx_http_scale_redis_cycle_conf(cycle);
+    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_scale_module);
 
-    return rcf ? rcf->pools.nelts : 0;
+    return smcf ? smcf->redis_pools.nelts : 0;
 }
 
 
 ngx_http_scale_redis_pool_t *
 ngx_http_scale_redis_pool_at(ngx_cycle_t *cycle, ngx_uint_t i)
 {
-    ngx_http_scale_redis_conf_t   *rcf;
+    ngx_http_scale_main_conf_t    *smcf;
     ngx_http_scale_redis_pool_t  **pools;
 
-    rcf = ngx_http_scale_redis_cycle_conf(cycle);
-    pools = rcf->pools.elts;
+    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_scale_module);
+    pools = smcf->redis_pools.elts;
 
     return pools[i];
 }
@@ -271,13 +272,13 @@ ngx_http_scale_redis_pool_t *
 ngx_http_scale_redis_pool_get(ngx_conf_t *cf, ngx_str_t *name)
 {
     ngx_uint_t                     i;
-    ngx_http_scale_redis_conf_t   *rcf;
+    ngx_http_scale_main_conf_t    *smcf;
     ngx_http_scale_redis_pool_t  **pools, *pool, **pp;
 
-    rcf = ngx_http_scale_redis_conf(cf);
-    pools = rcf->pools.elts;
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scale_module);
+    pools = smcf->redis_pools.elts;
 
-    for (i = 0; i < rcf->pools.nelts; i++) {
+    for (i = 0; i < smcf->redis_pools.nelts; i++) {
         if (pools[i]->name.len == name->len
             && ngx_strncmp(pools[i]->name.data, name->data, name->len) == 0)
         {
@@ -301,7 +302,7 @@ ngx_http_scale_redis_pool_get(ngx_conf_t *cf, ngx_str_t *name)
     pool->file = cf->conf_file->file.name.data;
     pool->line = cf->conf_file->line;
 
-    pp = ngx_array_push(&rcf->pools);
+    pp = ngx_array_push(&smcf->redis_pools);
     if (pp == NULL) {
         return NULL;
     }
@@ -910,7 +911,7 @@ ngx_http_scale_redis_ssl_init(ngx_conf_t *cf, ngx_http_scale_redis_pool_t *pool)
 
 
 ngx_int_t
-ngx_http_scale_redis_init_conf(ngx_conf_t *cf, ngx_http_scale_redis_conf_t *rcf)
+ngx_http_scale_redis_init_conf(ngx_conf_t *cf, ngx_array_t *all)
 {
     ngx_uint_t                     i;
     ngx_http_scale_series_t       *f;
@@ -926,9 +927,9 @@ ngx_http_scale_redis_init_conf(ngx_conf_t *cf, ngx_http_scale_redis_conf_t *rcf)
         }
     }
 
-    pools = rcf->pools.elts;
+    pools = all->elts;
 
-    for (i = 0; i < rcf->pools.nelts; i++) {
+    for (i = 0; i < all->nelts; i++) {
         if (!pools[i]->defined) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "unknown redis_pool \"%V\" in %s:%ui",

@@ -11,6 +11,7 @@
 
 
 #include "ngx_http_scale_module.h"
+#include "ngx_http_scale_redis.h"
 #include "ngx_http_scale_redis_conn.h"
 
 
@@ -83,22 +84,10 @@ struct ngx_http_scale_redis_pool_s {
 };
 
 
-/* the scale module's main conf holds this */
-typedef struct {
-    ngx_array_t                      pools;        /* of pool_t * */
-} ngx_http_scale_redis_conf_t;
-
-
 /* configuration: the block, then at postconfiguration the checks */
 char *ngx_http_scale_redis_pool_block(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_int_t ngx_http_scale_redis_init_conf(ngx_conf_t *cf,
-    ngx_http_scale_redis_conf_t *rcf);
-
-/* the scale module's main conf, of this configuration or of a cycle */
-ngx_http_scale_redis_conf_t *ngx_http_scale_redis_conf(ngx_conf_t *cf);
-ngx_http_scale_redis_conf_t *ngx_http_scale_redis_cycle_conf(
-    ngx_cycle_t *cycle);
+ngx_int_t ngx_http_scale_redis_init_conf(ngx_conf_t *cf, ngx_array_t *pools);
 
 
 #endif /* _NGX_HTTP_SCALE_REDIS_POOL_H_INCLUDED_ */

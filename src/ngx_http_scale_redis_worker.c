@@ -58,7 +58,7 @@ static u_char  ngx_http_scale_redis_steps[4];
 
 ngx_int_t
 ngx_http_scale_redis_init_process(ngx_cycle_t *cycle,
-    ngx_http_scale_redis_conf_t *rcf)
+    ngx_array_t *all)
 {
     ngx_uint_t                     i, k;
     ngx_http_scale_redis_conn_t   *rc;
@@ -72,9 +72,9 @@ ngx_http_scale_redis_init_process(ngx_cycle_t *cycle,
 
     ngx_http_scale_redis_is_exiting = 0;
 
-    pools = rcf->pools.elts;
+    pools = all->elts;
 
-    for (i = 0; i < rcf->pools.nelts; i++) {
+    for (i = 0; i < all->nelts; i++) {
         pool = pools[i];
 
         pool->log = cycle->log;
@@ -132,7 +132,7 @@ ngx_http_scale_redis_init_process(ngx_cycle_t *cycle,
 
 void
 ngx_http_scale_redis_exit_process(ngx_cycle_t *cycle,
-    ngx_http_scale_redis_conf_t *rcf)
+    ngx_array_t *all)
 {
     ngx_uint_t                     i, k;
     ngx_http_scale_redis_conn_t   *rc;
@@ -140,9 +140,9 @@ ngx_http_scale_redis_exit_process(ngx_cycle_t *cycle,
 
     ngx_http_scale_redis_is_exiting = 1;
 
-    pools = rcf->pools.elts;
+    pools = all->elts;
 
-    for (i = 0; i < rcf->pools.nelts; i++) {
+    for (i = 0; i < all->nelts; i++) {
         pool = pools[i];
 
         if (pool->conns == NULL) {

@@ -14,9 +14,9 @@
 
 
 ngx_int_t ngx_http_scale_redis_init_process(ngx_cycle_t *cycle,
-    ngx_http_scale_redis_conf_t *rcf);
+    ngx_array_t *pools);
 void ngx_http_scale_redis_exit_process(ngx_cycle_t *cycle,
-    ngx_http_scale_redis_conf_t *rcf);
+    ngx_array_t *pools);
 
 /* set from exit_process on: nothing is delivered or reconnected */
 ngx_uint_t ngx_http_scale_redis_exiting(void);

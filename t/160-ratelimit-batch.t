@@ -117,33 +117,79 @@ sub reference {
 }
 
 
-# a request: [[zone, key, dry], ...]; the batch as the module encodes it
+# a request: [[zone, key, dry], ...]; the batch as the module encodes it:
+# a key per zone of the batch (the start of its hashes' names); per zone
+# its limit, window and number of distinct keys; the distinct keys zone by
+# zone; then the runs in one string of bytes: per run its size, its number
+# of zones and per zone 2 * (the key's place among the distinct keys) +
+# dry run, in two bytes
 sub call {
     my ($prefix, @reqs) = @_;
-    my (@keys, @args);
+    my (@zones, %fields, @args);
     for my $run (runs(@reqs)) {
-        my ($req, $len) = ($reqs[$run->[0]], $run->[1]);
-        push @keys, map { "$prefix:$_->[0]:$_->[1]:" } @$req;
-        push @args, $len, scalar @$req;
-        push @args, map { ($zone{ $_->[0] }{limit}, $zone{ $_->[0] }{window}, $_->[2]) } @$req;
+        for my $z (@{ $reqs[$run->[0]] }) {
+            push @zones, $z->[0] unless $fields{ $z->[0] };
+            my $f = $fields{ $z->[0] } //= [];
+            push @$f, $z->[1] unless grep { $_ eq $z->[1] } @$f;
+        }
     }
-    return unfold(cmd('EVALSHA', $sha, scalar @keys, @keys, @args), @reqs);
+    my (%place, @distinct);
+    for my $z (@zones) {
+        for my $k (@{ $fields{$z} }) {
+            $place{"$z\0$k"} = @distinct;
+            push @distinct, $k;
+        }
+    }
+    my $runs = '';
+    for my $run (runs(@reqs)) {
+        my $req = $reqs[$run->[0]];
+        $runs .= pack('CC', $run->[1], scalar @$req);
+        $runs .= pack('n', 2 * $place{"$_->[0]\0$_->[1]"} + $_->[2]) for @$req;
+    }
+    return unfold(cmd('EVALSHA', $sha, scalar @zones,
+                      (map { "$prefix:$_:" } @zones), scalar @zones,
+                      (map { ($zone{$_}{limit}, $zone{$_}{window},
+                              scalar @{ $fields{$_} }) } @zones),
+                      @distinct, $runs),
+                  \@zones, @reqs);
 }
 
 # per request: admitted, then per zone admitted, remaining, retry, reset,
 # from the per-run answer (as ngx_http_ratelimit_redis_batch_verdict())
 sub unfold {
-    my ($r, @reqs) = @_;
+    my ($r, $zones, @reqs) = @_;
+    my %reset;
+    @reset{@$zones} = @$r[0 .. $#$zones];
     my @out;
-    my $k = 0;
+    my $k = @$zones;
     for my $run (runs(@reqs)) {
-        my $n = @{ $reqs[$run->[0]] };
+        my $req = $reqs[$run->[0]];
+        my $n = @$req;
+        if ($run->[1] == 1) {
+            # one request: per zone remaining if admitted, else -retry
+            my @x = @$r[$k .. $k + $n - 1];
+            my $admitted = 1;
+            $x[$_] < 0 && !$req->[$_][2] and $admitted = 0 for 0 .. $n - 1;
+            push @out, $admitted;
+            for my $j (0 .. $n - 1) {
+                my $reset = $reset{ $req->[$j][0] };
+                if ($x[$j] >= 0) {
+                    my $rem = $x[$j] - $admitted;
+                    push @out, 1, ($rem > 0 ? $rem : 0), 0, $reset;
+                } else {
+                    push @out, 0, 0, -$x[$j], $reset;
+                }
+            }
+            $k += $n;
+            next;
+        }
         my $admitted = $r->[$k];
         for my $q (0 .. $run->[1] - 1) {
             my $before = $q < $admitted ? $q : $admitted;
             push @out, $q < $admitted ? 1 : 0;
             for my $j (0 .. $n - 1) {
-                my ($a, $left, $retry, $reset) = @$r[$k + 1 + 4 * $j .. $k + 4 + 4 * $j];
+                my ($a, $left, $retry) = @$r[$k + 1 + 3 * $j .. $k + 3 + 3 * $j];
+                my $reset = $reset{ $req->[$j][0] };
                 if ($q < $a) {
                     my $rem = $left - $before - ($q < $admitted ? 1 : 0);
                     push @out, 1, ($rem > 0 ? $rem : 0), 0, $reset;
@@ -152,7 +198,7 @@ sub unfold {
                 }
             }
         }
-        $k += 1 + 4 * $n;
+        $k += 1 + 3 * $n;
     }
     die "reply of " . @$r . " numbers, expected $k" unless $k == @$r;
     return \@out;
@@ -181,16 +227,19 @@ sub same {
     return 1;
 }
 
-# previous-window counts, the same for both prefixes
+# previous-window counts, the same for both: the reference keeps one
+# counter per zone, key and window, the module a hash per zone and window
 sub seed {
-    my ($prefix, $prev) = @_;
+    my ($batch, $single, $prev) = @_;
     my ($s) = @{ cmd('TIME') };
     my $now = $s * 1000;
     for my $k (keys %$prev) {
         my ($z, $key) = split /:/, $k;
         my $w = $zone{$z}{window};
         my $start = $now - $now % $w - $w;
-        cmd('SET', "$prefix:$z:$key:$start", $prev->{$k}, 'PX', 600_000);
+        cmd('SET', "$single:$z:$key:$start", $prev->{$k}, 'PX', 600_000);
+        cmd('HSET', "$batch:$z:$start", $key, $prev->{$k});
+        cmd('PEXPIRE', "$batch:$z:$start", 600_000);
     }
 }
 
@@ -214,8 +263,7 @@ for my $trial (1 .. $trials) {
 
     my %prev;
     $prev{"$_:k1"} = int(rand(4)) for grep { rand() < 0.5 } qw(a b c);
-    seed("t$trial:batch", \%prev);
-    seed("t$trial:single", \%prev);
+    seed("t$trial:batch", "t$trial:single", \%prev);
 
     my $batch = call("t$trial:batch", @reqs);
     my @single = map { @{ reference("t$trial:single", $_) } } @reqs;
@@ -264,7 +312,7 @@ ok($runs > 100 && $maxrun >= 6, "the batches held runs ($runs, the longest $maxr
     my ($s) = @{ cmd('TIME') };
     my $w = $zone{a}{window};
     my $start = $s * 1000 - ($s * 1000) % $w;
-    is(cmd('GET', "count:a:x:$start"), 3, 'Redis counted the admitted only');
+    is(cmd('HGET', "count:a:$start", 'x'), 3, 'Redis counted the admitted only');
 }
 
 close $rs;

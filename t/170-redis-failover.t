@@ -24,7 +24,7 @@ start_redis($other);
 
 # a user that may run the rate limit script but neither ROLE nor SCRIPT
 redis_cli($rp, 'acl setuser rlonly on ">pw" "~rl:*" +evalsha +eval +ping'
-               . ' +time +mget +incrby +pexpire');
+               . ' +time +hmget +hset +pexpire +unlink');
 # a session user that may GET and PING only
 redis_cli($rp, 'acl setuser sessonly on ">pw" "~sess:*" +get +expire +ping');
 

@@ -20,8 +20,16 @@ my $rp = free_port();
 start_redis($rp);
 
 redis_cli($rp, 'acl setuser sessonly on ">pw" "~sess:*" +get +expire +ping');
-redis_cli($rp, 'acl setuser rlonly on ">pw" "~rl:*" +evalsha +eval +ping'
-               . ' +time +mget +incrby +pexpire');
+# the ratelimit user has exactly the commands the README's table lists
+my $readme = do {
+    open my $f, '<', "$FindBin::Bin/../README.md" or die $!;
+    local $/;
+    <$f>;
+};
+my ($row) = $readme =~ /^\| `ratelimit_redis` \| (.*?) \|$/m;
+my @rl = $row ? $row =~ /`([a-z|]+)`/g : ();
+ok(@rl >= 4, "the README lists the ratelimit commands: @rl");
+redis_cli($rp, 'acl setuser rlonly on ">pw" "~rl:*" ' . join ' ', map { "+$_" } @rl);
 redis_cli($rp, q{set sess:abc '{"cookie":{},"user":{"id":"erin"}}' ex 600});
 
 my $port = free_port();

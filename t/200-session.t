@@ -174,7 +174,7 @@ Cookie: sid=abc.def
 X-Session: INVALID
 !X-Session-Id
 --- error_log
-client sent invalid "sid" cookie
+client sent invalid session cookie "sid"
 
 
 

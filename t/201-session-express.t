@@ -197,7 +197,7 @@ GET /t
 --- response_headers
 X-Session: INVALID []
 --- error_log
-client sent invalid "sid" cookie
+client sent invalid session cookie "sid"
 
 
 

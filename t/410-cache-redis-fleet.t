@@ -300,7 +300,7 @@ for my $i (0, 1) {
     errlog_clean($d[$i], "c" . ($i + 1));
     ok(!errlog_has($d[$i], qr/open socket|leak|still running/), "c" . ($i + 1) . ": nothing left open at quit");
 }
-ok(errlog_has($d[1], qr/cache_redis: redis pool "main" (timed out|unreachable|failed)/),
+ok(errlog_has($d[1], qr/redis pool "main" (timed out|unreachable|failed)/),
    'the Redis failure is logged');
 
 done_testing();

@@ -86,22 +86,28 @@ static ngx_http_scale_metrics_view_t  ngx_http_scale_view = {
 };
 
 
-ngx_int_t
-ngx_http_scale_metrics_init_conf(ngx_conf_t *cf,
-    ngx_http_scale_metrics_conf_t *mcf)
+ngx_http_scale_metrics_conf_t *
+ngx_http_scale_metrics_create_conf(ngx_conf_t *cf)
 {
+    ngx_http_scale_metrics_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_scale_metrics_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
     if (ngx_array_init(&mcf->series, cf->pool, 32,
                        sizeof(ngx_http_scale_series_t))
         != NGX_OK)
     {
-        return NGX_ERROR;
+        return NULL;
     }
 
     if (ngx_array_init(&mcf->families, cf->pool, 16,
                        sizeof(ngx_http_scale_series_t))
         != NGX_OK)
     {
-        return NGX_ERROR;
+        return NULL;
     }
 
     mcf->nslots = 1;                       /* the overflow slot */
@@ -109,7 +115,29 @@ ngx_http_scale_metrics_init_conf(ngx_conf_t *cf,
     mcf->pool = cf->pool;
     mcf->cycle = cf->cycle;
 
-    return NGX_OK;
+    return mcf;
+}
+
+
+static ngx_http_scale_metrics_conf_t *
+ngx_http_scale_metrics_conf(ngx_conf_t *cf)
+{
+    ngx_http_scale_main_conf_t  *smcf;
+
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_scale_module);
+
+    return smcf->metrics;
+}
+
+
+static ngx_http_scale_metrics_conf_t *
+ngx_http_scale_metrics_cycle_conf(ngx_cycle_t *cycle)
+{
+    ngx_http_scale_main_conf_t  *smcf;
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_scale_module);
+
+    return smcf ? smcf->metrics : NULL;
 }
 
 

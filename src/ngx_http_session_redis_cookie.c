@@ -12,7 +12,7 @@
 #include <openssl/evp.h>
 
 #include "ngx_http_session_redis_cookie.h"
-#include "src/ngx_http_session_redis_json.h"
+#include "ngx_http_session_redis_json.h"
 
 
 static ngx_int_t ngx_http_session_redis_uri_decode(ngx_str_t *value,

@@ -13,7 +13,9 @@
  */
 
 
-#include "ngx_http_health_module.h"
+#include "ngx_http_health.h"
+#include "ngx_http_health_metrics.h"
+#include "ngx_http_scale_metrics.h"
 
 
 typedef struct {

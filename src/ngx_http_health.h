@@ -5,11 +5,12 @@
  */
 
 
-#ifndef _NGX_HTTP_HEALTH_MODULE_H_INCLUDED_
-#define _NGX_HTTP_HEALTH_MODULE_H_INCLUDED_
+#ifndef _NGX_HTTP_HEALTH_H_INCLUDED_
+#define _NGX_HTTP_HEALTH_H_INCLUDED_
 
 
 #include "ngx_http_scale_module.h"
+#include "ngx_http_scale_metrics.h"
 
 
 #define NGX_HTTP_HEALTH_BUF_SIZE  16384
@@ -86,9 +87,6 @@ ngx_uint_t ngx_http_health_peer_is_up(ngx_http_upstream_rr_peer_t *peer,
     time_t now);
 ngx_uint_t ngx_http_health_peers_readable(ngx_http_upstream_srv_conf_t *uscf);
 
-ngx_int_t ngx_http_health_metrics_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_health_metrics_init(ngx_conf_t *cf,
-    ngx_http_health_main_conf_t *hmcf);
 
 
-#endif /* _NGX_HTTP_HEALTH_MODULE_H_INCLUDED_ */
+#endif /* _NGX_HTTP_HEALTH_H_INCLUDED_ */
