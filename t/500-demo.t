@@ -1,10 +1,12 @@
 # vi:filetype=perl
 #
-# The demo scenario in quick mode (examples/demo/run --quick): Redis, 3 app
-# instances, 2 nginx with the module, HAProxy, all on free random loopback
-# ports, then every KPI (Instance Scale, Load Distribution, Session
-# Persistence, Rate Limiting, Failover) with the same pass criteria as
-# `make demo`, fewer requests.  Plain Test::More.
+# The demo scenario in quick mode (examples/demo/run --quick): Redis as a
+# master, 2 replicas and 3 Sentinels, 3 app instances, 2 nginx with the
+# module (redis_pool through the Sentinels; DEMO_REDIS_POOL picks another
+# way), HAProxy in front, all on free random loopback ports, then every KPI
+# (Instance Scale, Load Distribution, Session Persistence, Rate Limiting,
+# Query Caching, Failover, No Single Point of Failure) with the same pass
+# criteria as `make demo`, fewer requests.  Plain Test::More.
 
 use strict;
 use warnings;
@@ -19,7 +21,7 @@ sub have { my $c = shift; return system("command -v $c >/dev/null 2>&1") == 0 }
 plan skip_all => 'node and npm are needed for the example app (scripts/deps.sh demo)'
     unless have('node') && (have('npm') || -d "$repo/examples/app/node_modules/express-session");
 
-for my $c (qw(haproxy redis-server redis-cli curl)) {
+for my $c (qw(haproxy redis-server redis-sentinel redis-cli curl)) {
     BAIL_OUT("$c not found: scripts/deps.sh demo installs it") unless have($c);
 }
 
@@ -29,11 +31,11 @@ ok(-f $so, "module $so exists") or BAIL_OUT("build the module first (make)");
 
 local $ENV{SO} = $so;
 local $ENV{NGINX_BIN} = $nginx;
-my $out = `timeout 300 $repo/examples/demo/run --quick 2>&1`;
+my $out = `timeout 400 $repo/examples/demo/run --quick 2>&1`;
 my $rc = $? >> 8;
 
 my @kpis = ('Instance Scale', 'Load Distribution', 'Session Persistence',
-            'Rate Limiting', 'Query Caching', 'Failover');
+            'Rate Limiting', 'Query Caching', 'Failover', 'No Single Point of Failure');
 for my $kpi (@kpis) {
     my ($line) = $out =~ /^(KPI \Q$kpi\E \.+ .*)$/m;
     ok(defined $line, "KPI $kpi reported") or next;
@@ -43,7 +45,23 @@ for my $kpi (@kpis) {
 my $lines = () = $out =~ /^KPI /mg;
 is($lines, scalar @kpis, 'exactly one line per KPI');
 is($rc, 0, 'examples/demo/run --quick exits 0') or diag($out);
-like($out, qr/^demo: all 6 KPIs PASS$/m, 'summary line');
+like($out, qr/^demo: all 7 KPIs PASS$/m, 'summary line');
+
+# No Single Point of Failure: one detail line per kill, each recovered with
+# nothing failing afterwards; the Redis master's within the 3 s bound
+my %kill = $out =~ /^    (app1|nginx1|redis\d \(master\)|sentinel1) +killed: (.*)$/mg;
+is(join(' ', sort keys %kill), 'app1 nginx1 redis1 (master) sentinel1',
+   'an app, an nginx, the Redis master and a Sentinel were killed');
+for my $k (sort keys %kill) {
+    like($kill{$k}, qr/^recovered after [\d.]+s .*; failed \d+ of \d+ during, 0 of \d+ after;/,
+         "$k: recovered, 0 failed after recovery");
+}
+my ($lim, $ses) = ($kill{'redis1 (master)'} // '') =~ /limiting degraded ([\d.]+)s, sessions ([\d.]+)s/;
+ok(defined $lim && $lim <= 3 && $ses <= 3, 'Redis master: limiting and sessions back within 3 s')
+    or diag($kill{'redis1 (master)'});
+like($out, qr/^\s+before the kills: \d+ requests, 0 failed$/m, 'nothing failed before the kills');
+like($out, qr/^\s+after the kills: a new login -> 200, its session validated by nginx: ok$/m,
+     'after the kills a new login works and nginx validates its session (both on the new master)');
 
 # everything it started is gone: none of its ports still listens
 my @ports = $out =~ m{127\.0\.0\.1:(\d+)}g;

@@ -9,6 +9,7 @@ const express = require("express");
 const session = require("express-session");
 const RedisStore = require("connect-redis").default;
 const { createClient } = require("redis");
+const net = require("net");
 
 const PORT = parseInt(process.env.PORT || "3000", 10);
 const HOST = process.env.HOST || "127.0.0.1";
@@ -28,14 +29,94 @@ const SESSION_MAX_AGE_MS = parseInt(process.env.SESSION_MAX_AGE_MS || "3600000",
 
 // ---------------------------------------------------------------- redis ---
 
-const redisClient = createClient({
-  url: REDIS_URL,
-  socket: {
-    // Keep retrying forever (capped back-off) so the app survives a Redis
-    // that is down at start or restarts later.
-    reconnectStrategy: (retries) => Math.min(50 + retries * 100, 2000),
+// REDIS_SENTINELS=host:port,host:port,...: ask those Sentinels which node is
+// master of REDIS_MASTER_NAME (default mymaster) before every (re)connect,
+// instead of using REDIS_URL's host and port.  A failover (or a demotion:
+// Sentinel then closes the clients' connections) drops the connection; the
+// reconnect asks again and lands on the new master.
+const REDIS_SENTINELS = (process.env.REDIS_SENTINELS || "")
+  .split(",")
+  .map((s) => s.trim())
+  .filter((s) => s.length > 0)
+  .map((s) => {
+    const i = s.lastIndexOf(":");
+    return { host: s.slice(0, i) || "127.0.0.1", port: parseInt(s.slice(i + 1), 10) };
+  });
+const REDIS_MASTER_NAME = process.env.REDIS_MASTER_NAME || "mymaster";
+
+// The socket options object is read by node-redis at every connect, so
+// setting its host/port before a reconnect moves the client.
+const socketOptions = {
+  // Keep retrying forever (capped back-off) so the app survives a Redis
+  // that is down at start or restarts later.
+  reconnectStrategy: (retries) => {
+    if (REDIS_SENTINELS.length > 0) {
+      findMaster().catch(() => {});
+      return Math.min(50 + retries * 50, 500);
+    }
+    return Math.min(50 + retries * 100, 2000);
   },
-});
+};
+
+// SENTINEL get-master-addr-by-name over a short-lived plain socket, one
+// Sentinel after the other; resolves to {host, port} or rejects.
+function askSentinel(s) {
+  return new Promise((resolve, reject) => {
+    const name = REDIS_MASTER_NAME;
+    const sock = net.connect({ host: s.host, port: s.port });
+    let buf = "";
+    const done = (err, addr) => {
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(addr);
+    };
+    sock.setTimeout(500, () => done(new Error("timeout")));
+    sock.on("error", (err) => done(err));
+    sock.on("connect", () => {
+      sock.write(
+        "*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n" +
+          `$${Buffer.byteLength(name)}\r\n${name}\r\n`
+      );
+    });
+    sock.on("data", (d) => {
+      buf += d.toString("latin1");
+      if (/^\*-1\r\n/.test(buf) || /^-/.test(buf)) {
+        return done(new Error(`no master "${name}" (${buf.trim()})`));
+      }
+      const m = /^\*2\r\n\$\d+\r\n([^\r]*)\r\n\$\d+\r\n(\d+)\r\n/.exec(buf);
+      if (m) done(null, { host: m[1], port: parseInt(m[2], 10) });
+    });
+  });
+}
+
+let finding = null;
+function findMaster() {
+  if (finding) return finding;
+  finding = (async () => {
+    let lastErr = null;
+    for (const s of REDIS_SENTINELS) {
+      try {
+        const addr = await askSentinel(s);
+        if (addr.host !== socketOptions.host || addr.port !== socketOptions.port) {
+          console.error(`app ${INSTANCE_ID}: master "${REDIS_MASTER_NAME}" is ${addr.host}:${addr.port}`);
+        }
+        socketOptions.host = addr.host;
+        socketOptions.port = addr.port;
+        return addr;
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    throw lastErr || new Error("no sentinel");
+  })().finally(() => {
+    finding = null;
+  });
+  return finding;
+}
+
+const redisClient = createClient(
+  REDIS_SENTINELS.length > 0 ? { socket: socketOptions } : { url: REDIS_URL, socket: socketOptions }
+);
 
 let redisReady = false;
 let redisErrorLogged = false;
@@ -227,10 +308,26 @@ app.use((err, req, res, next) => {
 
 // ---------------------------------------------------------------- start ---
 
-redisClient.connect().catch(() => {
-  // The initial connect failed; the "error" handler already logged it and
-  // the client keeps reconnecting according to reconnectStrategy.
-});
+// With Sentinels: no connect before one of them named the master (retried
+// every 500 ms, logged once).
+async function firstMaster() {
+  for (let logged = false; !shuttingDown; ) {
+    try {
+      return await findMaster();
+    } catch (err) {
+      if (!logged) console.error(`app ${INSTANCE_ID}: no Sentinel answered (${err.message}), retrying`);
+      logged = true;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+}
+
+(REDIS_SENTINELS.length > 0 ? firstMaster() : Promise.resolve())
+  .then(() => redisClient.connect())
+  .catch(() => {
+    // The initial connect failed; the "error" handler already logged it and
+    // the client keeps reconnecting according to reconnectStrategy.
+  });
 
 const server = app.listen(PORT, HOST, () => {
   console.log(`app ${INSTANCE_ID} listening on ${HOST}:${PORT}`);

@@ -42,6 +42,9 @@ COPY examples/docker/session-secret.conf.template /etc/nginx/templates/session-s
 
 # The same placeholders as the official-image Dockerfile.  Debian's nginx is
 # 1.22: no `server ... resolve`, so app names are resolved once at start.
+# REDIS_SERVER=HOST:PORT is the plain pool (`server HOST:PORT;`, rendered by
+# examples/nginx/render); set REDIS_SERVERS instead for any other form, e.g.
+# "sentinel s1:26379; sentinel s2:26379; sentinel s3:26379; master mymaster;".
 ENV SCALE_MODULE=modules/ngx_http_scale_module.so \
     NGINX_WORKERS=auto \
     NGINX_PID=/run/nginx.pid \
