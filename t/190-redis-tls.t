@@ -77,7 +77,7 @@ isnt(system("openssl verify -CAfile $pki/other-ca.pem $pki/server.pem >/dev/null
 # ------------------------------------------------------------ TLS Redis --
 my $admin = 'admin-pw';
 # the least-privilege users of README "ACL users", for limits and sessions
-my $app_acl = '~rl:* ~sess:* +evalsha +eval +time +mget +incrby +pexpire +ping'
+my $app_acl = '~rl:* ~sess:* +evalsha +eval +time +hmget +hset +pexpire +unlink +ping'
             . ' +role +script|load +get +expire';
 
 # redis-cli over TLS as the admin (with the client certificate, which every
