@@ -428,6 +428,7 @@ ngx_http_scale_redis_command_timeout(ngx_event_t *ev)
     ngx_http_scale_redis_token_t  *t = ev->data;
 
     ngx_int_t                      skipped;
+    ngx_uint_t                     generation, stalled;
     ngx_http_scale_redis_conn_t   *rc;
 
     skipped = ngx_http_scale_log_burst(&t->pool->log_burst);
@@ -443,11 +444,22 @@ ngx_http_scale_redis_command_timeout(ngx_event_t *ev)
                          t->pool->errors_slot[NGX_HTTP_SCALE_REDIS_TIMEOUT], 1);
 
     rc = t->conn;
+    generation = t->generation;
+    stalled = (rc->generation == generation && rc->ready);
 
-    /* the token stays queued until the late reply or the close */
+    /*
+     * Unusable before the caller resumes: what it sends next goes to
+     * another connection (or fails at once), not to this one, which the
+     * drop below fails.  The token stays queued until the close.
+     */
+
+    if (stalled) {
+        rc->ready = 0;
+    }
+
     ngx_http_scale_redis_deliver(t, NGX_HTTP_SCALE_REDIS_TIMEOUT, NULL);
 
-    if (rc->generation == t->generation && rc->ready) {
+    if (stalled && rc->generation == generation) {
         ngx_http_scale_redis_drop(rc, "command timed out",
                                   NGX_HTTP_SCALE_REDIS_TIMEOUT);
     }

@@ -379,6 +379,11 @@ ngx_http_scale_redis_pool_check(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    if (pool->sentinels) {
+        /* for log lines: the master the Sentinels name */
+        pool->server = pool->master;
+    }
+
     if (pool->master.len && pool->sentinels == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"master\" needs \"sentinel\" in redis_pool \"%V\"",

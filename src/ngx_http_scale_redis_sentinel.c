@@ -39,6 +39,10 @@ struct ngx_http_scale_redis_sentinel_s {
     u_char                           master_host[NGX_SOCKADDR_STRLEN];
     ngx_msec_t                       learned_at;
 
+#if (NGX_SSL)
+    ngx_http_scale_redis_tls_t      *tls;
+#endif
+
     unsigned                         known:1;
     unsigned                         asking:1;
     unsigned                         subscribed:1;
@@ -254,8 +258,19 @@ ngx_http_scale_redis_sentinel_init(ngx_http_scale_redis_pool_t *pool,
     s->watch.data = s;
 
 #if (NGX_SSL)
-    s->query.tls = pool->tls;
-    s->watch.tls = pool->tls;
+    if (pool->tls) {
+        /* the Sentinels' TLS session is theirs, not the master's */
+        s->tls = ngx_palloc(cycle->pool, sizeof(ngx_http_scale_redis_tls_t));
+        if (s->tls == NULL) {
+            return NGX_ERROR;
+        }
+
+        *s->tls = *pool->tls;
+        s->tls->session = NULL;
+
+        s->query.tls = s->tls;
+        s->watch.tls = s->tls;
+    }
 #endif
 
     s->query_timer.handler = ngx_http_scale_redis_sentinel_query_timeout;
@@ -297,6 +312,13 @@ ngx_http_scale_redis_sentinel_exit(ngx_http_scale_redis_pool_t *pool)
 
     ngx_http_scale_redis_conn_free(&s->query);
     ngx_http_scale_redis_conn_free(&s->watch);
+
+#if (NGX_SSL)
+    if (s->tls && s->tls->session) {
+        ngx_ssl_free_session(s->tls->session);
+        s->tls->session = NULL;
+    }
+#endif
 }
 
 

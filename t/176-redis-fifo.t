@@ -127,4 +127,50 @@ ok(errlog_has($d, qr/timed out after 150 ms/), 'the timeout is logged');
 errlog_clean($d, 'fifo');
 stop_nginx($d);
 
+# 4. a timeout fails the commands waiting on the stalled connection, never
+#    one sent after it: a request whose rate limit times out goes on to
+#    its session lookup on the same pool, which must not be sent to (and
+#    failed with) the connection being dropped
+my $p2 = free_port();
+my $d2 = start_nginx('later', <<"_EOC_");
+    redis_pool main { server 127.0.0.1:$rp; timeout 150ms; connections 1; }
+    ratelimit_redis_zone \$arg_k zone=z rate=100r/m pool=main;
+    server {
+        listen 127.0.0.1:$p2;
+        location = /metrics { health_metrics; }
+        location / {
+            ratelimit_redis zone=z;
+            session_redis main;
+            session_redis_format express;
+            session_redis_cookie connect.sid;
+            session_redis_secret "$secret";
+            session_redis_fail_open on;
+            session_redis_required off;
+            empty_gif;
+        }
+    }
+_EOC_
+sub errors_of {
+    my $m = `curl -s -m 5 'http://127.0.0.1:$p2/metrics'`;
+    my %e = $m =~ /^nginx_redis_errors_total\{pool="main",kind="(\w+)"\} (\d+)/mg;
+    return \%e;
+}
+is((get("http://127.0.0.1:$p2/?k=warm"))[0], 200, 'later: warm-up');
+my $e0 = errors_of();
+$sleeper = fork // die;
+if ($sleeper == 0) {
+    { exec "redis-cli", "-p", $rp, "debug", "sleep", "1" }
+    POSIX::_exit(1);
+}
+sleep 0.1;
+my $c = cookie('fifo1');
+my $code = `curl -s -m 5 -o /dev/null -w '%{http_code}' -H 'Cookie: $c' 'http://127.0.0.1:$p2/?k=late'`;
+waitpid($sleeper, 0);
+my $e1 = errors_of();
+is($code, '200', 'later: both fail open, the request is answered');
+is(($e1->{timeout} // 0) - ($e0->{timeout} // 0), 1,
+   'later: one command timed out (the rate limit), not the session lookup sent after it');
+errlog_clean($d2, 'later');
+stop_nginx($d2);
+
 done_testing();
