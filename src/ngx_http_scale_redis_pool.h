@@ -79,7 +79,9 @@ struct ngx_http_scale_redis_pool_s {
     ngx_msec_t                       since;
     ngx_msec_t                       latency;
     const char                      *down_reason;
+    ngx_uint_t                       failures;     /* connects that failed */
     unsigned                         down_logged:1;
+    unsigned                         was_up:1;
     ngx_http_scale_log_burst_t       log_burst;    /* failure log throttle */
 };
 

@@ -88,6 +88,8 @@ ngx_http_scale_redis_init_process(ngx_cycle_t *cycle,
         pool->since = ngx_current_msec;
         pool->down_reason = "connecting";
         pool->down_logged = 0;
+        pool->was_up = 0;
+        pool->failures = 0;
         ngx_http_scale_gauge_set(pool->up_slot, 0);
 
         if (pool->sentinels
@@ -628,6 +630,8 @@ ngx_http_scale_redis_schedule(ngx_http_scale_redis_conn_t *rc,
                           pool->errors_slot[NGX_HTTP_SCALE_REDIS_CONNECT], 1);
     }
 
+    pool->failures++;
+
     ngx_http_scale_redis_pool_update(pool, reason);
 
     rc->backoff = rc->backoff ? ngx_min(rc->backoff * 2,
@@ -862,9 +866,15 @@ ngx_http_scale_redis_pool_update(ngx_http_scale_redis_pool_t *pool,
         reason = pool->down_reason ? pool->down_reason : "not answering";
     }
 
-    /* down: said once, also when a new worker never gets a connection */
+    /*
+     * Down: said once.  A new worker that has not connected yet says so
+     * when its second attempt fails too: a first one that only took too
+     * long (a slow start) is not an error.
+     */
 
-    if (!up && !pool->down_logged && ngx_strcmp(reason, "connecting") != 0) {
+    if (!up && !pool->down_logged && ngx_strcmp(reason, "connecting") != 0
+        && (pool->was_up || pool->failures > 1))
+    {
         ngx_log_error(NGX_LOG_ERR, pool->log, 0,
                       "redis pool \"%V\" is down: %s", &pool->name, reason);
         pool->down_logged = 1;
@@ -874,6 +884,10 @@ ngx_http_scale_redis_pool_update(ngx_http_scale_redis_pool_t *pool,
         pool->up = up;
         pool->since = ngx_current_msec;
         pool->down_logged = 0;
+
+        if (up) {
+            pool->was_up = 1;
+        }
     }
 
     pool->down_reason = up ? NULL : reason;
