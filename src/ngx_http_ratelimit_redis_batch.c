@@ -574,11 +574,11 @@ ngx_http_ratelimit_redis_batch_build(ngx_http_ratelimit_redis_batcher_t *b)
     batch->argvlen = (size_t *) (batch->argv + size);
     batch->slots = (u_short *) (batch->argvlen + size);
     batch->nruns = nruns;
+    batch->nz = nz;
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "ratelimit_redis: batch %p built: %ui requests, %ui runs, "
-                   "%ui zones", batch, n, nruns, batch->nz);
-    batch->nz = nz;
+                   "%ui zones", batch, n, nruns, nz);
     batch->runs = (u_char *) (batch->slots + nkeys);
     batch->nzones = batch->runs + nruns;
     p = batch->nzones + nruns;
