@@ -535,13 +535,27 @@ ngx_http_scale_redis_handshake_done(ngx_http_scale_redis_conn_t *rc)
 static void
 ngx_http_scale_redis_lost(ngx_http_scale_redis_conn_t *rc, const char *reason)
 {
-    ngx_uint_t  level;
+    ngx_int_t  skipped;
+
+    /* a Redis that drops them all does so for each of the connections */
 
     if (!ngx_http_scale_redis_is_exiting) {
-        level = rc->ready ? NGX_LOG_ERR : NGX_LOG_INFO;
-        ngx_log_error(level, rc->pool->log, 0,
-                      "redis pool \"%V\" lost connection to %V: %s",
-                      &rc->pool->name, &rc->peer_name, reason);
+        if (!rc->ready) {
+            ngx_log_error(NGX_LOG_INFO, rc->pool->log, 0,
+                          "redis pool \"%V\" lost connection to %V: %s",
+                          &rc->pool->name, &rc->peer_name, reason);
+
+        } else {
+            skipped = ngx_http_scale_log_burst(&rc->pool->log_burst);
+
+            if (skipped != NGX_DECLINED) {
+                ngx_log_error(NGX_LOG_ERR, rc->pool->log, 0,
+                              "redis pool \"%V\" lost connection to %V: %s, "
+                              "%i similar errors not logged",
+                              &rc->pool->name, &rc->peer_name, reason,
+                              skipped);
+            }
+        }
     }
 
     ngx_http_scale_redis_drop(rc, reason, NGX_HTTP_SCALE_REDIS_PROTOCOL);
