@@ -129,6 +129,14 @@ ngx_http_scale_redis_conn_open(ngx_http_scale_redis_conn_t *rc,
     ngx_err_t          err;
     ngx_connection_t  *c;
 
+    if (rc->reader == NULL) {
+        /* its replacement at the last close ran out of memory */
+        rc->reader = redisReaderCreate();
+        if (rc->reader == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     /* the caller's addr may go: what the connection needs is copied */
 
     rc->peer_name.len = ngx_min(addr->name.len, NGX_SOCKADDR_STRLEN + 255);
