@@ -84,8 +84,7 @@ static void ngx_http_scale_redis_sentinel_watch_lost(
 
 
 void
-ngx_http_scale_redis_locate(ngx_http_scale_redis_conn_t *rc,
-    ngx_uint_t refresh)
+ngx_http_scale_redis_locate(ngx_http_scale_redis_conn_t *rc)
 {
     ngx_http_scale_redis_pool_t  *pool = rc->pool;
 

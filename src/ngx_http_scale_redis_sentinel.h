@@ -21,10 +21,10 @@ void ngx_http_scale_redis_sentinel_exit(ngx_http_scale_redis_pool_t *pool);
 
 /*
  * Finds where rc connects and calls ngx_http_scale_redis_open(), now or
- * later; refresh: the last address failed, ask again.
+ * later: a name is looked up again each time, the Sentinels are asked
+ * again unless their last answer is fresh.
  */
-void ngx_http_scale_redis_locate(ngx_http_scale_redis_conn_t *rc,
-    ngx_uint_t refresh);
+void ngx_http_scale_redis_locate(ngx_http_scale_redis_conn_t *rc);
 
 /* rc no longer waits for the locator (closed, timed out, exiting) */
 void ngx_http_scale_redis_locate_cancel(ngx_http_scale_redis_conn_t *rc);

@@ -271,7 +271,7 @@ ngx_http_scale_redis_connect(ngx_http_scale_redis_conn_t *rc)
 
     ngx_add_timer(&rc->timer, rc->pool->connect_timeout);
 
-    ngx_http_scale_redis_locate(rc, rc->failover);
+    ngx_http_scale_redis_locate(rc);
 }
 
 
