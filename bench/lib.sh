@@ -211,6 +211,29 @@ ratio_of() {   # ratio_of I J: median over rounds of case I / case J req/s
          }' "$work/results"
 }
 
+# cpu_of I J COL: median over rounds of case I / case J in column COL of
+# $work/results (4: nginx µs, 5: Redis µs per request); J "-": case I alone
+cpu_of() {
+    awk -v i="$1" -v j="$2" -v c="$3" '{ v[$1, $2] = $c; if ($1 > n) n = $1 }
+         END {
+             for (r = 1; r <= n; r++) q[r] = (j == "-") ? v[r, i] : v[r, i] / v[r, j]
+             for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++)
+                 if (q[b] < q[a]) { t = q[a]; q[a] = q[b]; q[b] = t }
+             printf "%.2f\n", (n % 2) ? q[(n + 1) / 2] : (q[n / 2] + q[n / 2 + 1]) / 2
+         }' "$work/results"
+}
+
+# redis_op_cost N ARGS...: Redis CPU µs per command of redis-benchmark ARGS
+# (N commands), on the bench Redis: what this machine charges for Redis
+redis_op_cost() {
+    local n=$1 r0 r1
+    shift
+    r0=$(redis_cpu)
+    redis-benchmark -p "$redis_port" -n "$n" -q "$@" >/dev/null 2>&1
+    r1=$(redis_cpu)
+    awk -v a="$r0" -v b="$r1" -v n="$n" 'BEGIN { printf "%.2f\n", (b - a) * 1e6 / n }'
+}
+
 errlog_summary() {
     local n
     n=$(cat "$work"/ngx-*/logs/error.log 2>/dev/null | grep -cE '\[(alert|emerg|crit)\]' || true)
