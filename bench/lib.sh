@@ -202,18 +202,13 @@ compare() {
 }
 
 ratio_of() {   # ratio_of I J: median over rounds of case I / case J req/s
-    awk -v i="$1" -v j="$2" '{ v[$1, $2] = $3; if ($1 > n) n = $1 }
-         END {
-             for (r = 1; r <= n; r++) q[r] = v[r, i] / v[r, j]
-             for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++)
-                 if (q[b] < q[a]) { t = q[a]; q[a] = q[b]; q[b] = t }
-             printf "%.2f\n", (n % 2) ? q[(n + 1) / 2] : (q[n / 2] + q[n / 2 + 1]) / 2
-         }' "$work/results"
+    median_of "$1" "$2" 3
 }
 
-# cpu_of I J COL: median over rounds of case I / case J in column COL of
-# $work/results (4: nginx µs, 5: Redis µs per request); J "-": case I alone
-cpu_of() {
+# median_of I J COL: median over rounds of case I / case J in column COL
+# of $work/results (3: req/s, 4: nginx µs, 5: Redis µs per request); J "-":
+# of case I alone
+median_of() {
     awk -v i="$1" -v j="$2" -v c="$3" '{ v[$1, $2] = $c; if ($1 > n) n = $1 }
          END {
              for (r = 1; r <= n; r++) q[r] = (j == "-") ? v[r, i] : v[r, i] / v[r, j]
