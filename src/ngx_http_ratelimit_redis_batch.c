@@ -2,9 +2,9 @@
 /*
  * The batcher: the requests that need Redis during one event loop
  * iteration are decided by one script call on their pool, in the order
- * they arrived.  Redis pays its per-call cost (and one TIME, one MGET)
- * once per batch instead of once per request, and the answers are exactly
- * those that one call per request would have given.
+ * they arrived.  Redis pays its per-call cost (and TIME, and per zone two
+ * HMGETs and an HSET) once per batch instead of once per request, and the
+ * answers are exactly those that one call per request would have given.
  */
 
 
