@@ -40,13 +40,7 @@ my $parent = $$;
 my %proc;                   # name => pid (Redis nodes and Sentinels)
 my $spw = 'sentinel-secret';
 
-sub cli {   # redis-cli, bounded
-    my $port = shift;
-    my $out = `timeout 3 redis-cli -p $port @_ 2>/dev/null`;
-    $out =~ s/\r//g;
-    chomp $out;
-    return $out;
-}
+sub cli { return redis_cli_bounded(@_) }
 sub scli { my $port = shift; return cli($port, '-a', $spw, '--no-auth-warning', @_) }
 sub field { my ($text, $name) = @_; return $text =~ /^\Q$name\E:(\S+)/m ? $1 : '' }
 

@@ -89,6 +89,15 @@ function askSentinel(s) {
   });
 }
 
+// Where the next connect goes; true when that is a change.
+function setMaster(addr, why) {
+  if (addr.host === socketOptions.host && addr.port === socketOptions.port) return false;
+  console.error(`app ${INSTANCE_ID}: master "${REDIS_MASTER_NAME}" is ${addr.host}:${addr.port}${why}`);
+  socketOptions.host = addr.host;
+  socketOptions.port = addr.port;
+  return true;
+}
+
 let finding = null;
 function findMaster() {
   if (finding) return finding;
@@ -97,11 +106,7 @@ function findMaster() {
     for (const s of REDIS_SENTINELS) {
       try {
         const addr = await askSentinel(s);
-        if (addr.host !== socketOptions.host || addr.port !== socketOptions.port) {
-          console.error(`app ${INSTANCE_ID}: master "${REDIS_MASTER_NAME}" is ${addr.host}:${addr.port}`);
-        }
-        socketOptions.host = addr.host;
-        socketOptions.port = addr.port;
+        setMaster(addr, "");
         return addr;
       } catch (err) {
         lastErr = err;
@@ -112,6 +117,97 @@ function findMaster() {
     finding = null;
   });
   return finding;
+}
+
+// A master that moved while the old one still answers (SENTINEL FAILOVER,
+// or a second failover right after the first) keeps this client's
+// connection: the old master is only demoted seconds later, and sessions
+// written there meanwhile are lost to everyone reading the new one, nginx
+// first.  So, as nginx and Sentinel-aware clients do, one connection to a
+// Sentinel at a time SUBSCRIBEs to +switch-master, and a switch moves the
+// client at once.
+let moving = null;
+function moveTo(addr, why) {
+  if (!setMaster(addr, why) || !redisClient.isReady || moving) return;
+  // a reconnect under way takes the new address by itself
+  moving = redisClient
+    .disconnect()
+    .catch(() => {})
+    .then(() => (shuttingDown ? null : redisClient.connect()))
+    .catch(() => {})
+    .finally(() => {
+      moving = null;
+    });
+}
+
+// RESP arrays of bulk strings and integers, as SUBSCRIBE answers: each
+// complete one is passed to onArray, the rest is returned
+function respArrays(buf, onArray) {
+  for (;;) {
+    const m = /^\*(\d+)\r\n/.exec(buf);
+    if (!m) return buf;
+    let at = m[0].length;
+    const items = [];
+    for (let i = 0; i < parseInt(m[1], 10); i++) {
+      const e = buf.indexOf("\r\n", at);
+      if (e < 0) return buf;
+      const head = buf.slice(at, e);
+      if (head[0] === "$") {
+        const len = parseInt(head.slice(1), 10);
+        if (buf.length < e + 2 + len + 2) return buf;
+        items.push(buf.slice(e + 2, e + 2 + len));
+        at = e + 2 + len + 2;
+      } else {
+        items.push(head.slice(1));
+        at = e + 2;
+      }
+    }
+    onArray(items);
+    buf = buf.slice(at);
+  }
+}
+
+let watchSock = null;
+function watchSentinels(next) {
+  if (shuttingDown) return;
+  const s = REDIS_SENTINELS[next % REDIS_SENTINELS.length];
+  const sock = net.connect({ host: s.host, port: s.port });
+  watchSock = sock;
+  let buf = "";
+  let subscribed = false;
+  let over = false;
+  const lost = () => {
+    if (over) return;
+    over = true;
+    sock.destroy();
+    // the next Sentinel, at once after a working watch, else in 500 ms
+    if (!shuttingDown) setTimeout(() => watchSentinels(next + 1), subscribed ? 0 : 500).unref();
+  };
+  sock.setTimeout(1000, () => subscribed || lost());
+  sock.on("error", lost);
+  sock.on("close", lost);
+  sock.on("connect", () => {
+    sock.setKeepAlive(true, 1000); // a Sentinel host gone silent is noticed
+    sock.write("*2\r\n$9\r\nSUBSCRIBE\r\n$14\r\n+switch-master\r\n");
+  });
+  sock.on("data", (d) => {
+    buf = respArrays(buf + d.toString("latin1"), (a) => {
+      if (a[0] === "subscribe") {
+        subscribed = true;
+        sock.setTimeout(0);
+        // a switch while nobody watched is caught by asking once more
+        findMaster().then((addr) => moveTo(addr, " (asked after subscribing)"), () => {});
+        return;
+      }
+      if (a[0] !== "message" || a[1] !== "+switch-master") return;
+      // "<name> <old ip> <old port> <new ip> <new port>"
+      const f = (a[2] || "").split(" ");
+      if (f.length === 5 && f[0] === REDIS_MASTER_NAME) {
+        moveTo({ host: f[3], port: parseInt(f[4], 10) }, ` (+switch-master from Sentinel ${s.host}:${s.port})`);
+      }
+    });
+    if (/^-/.test(buf)) lost();
+  });
 }
 
 const redisClient = createClient(
@@ -322,6 +418,8 @@ async function firstMaster() {
   }
 }
 
+if (REDIS_SENTINELS.length > 0) watchSentinels(0);
+
 (REDIS_SENTINELS.length > 0 ? firstMaster() : Promise.resolve())
   .then(() => redisClient.connect())
   .catch(() => {
@@ -354,6 +452,7 @@ function shutdown() {
     }
   }, 500).unref();
 
+  if (watchSock) watchSock.destroy();
   let redisClosed;
   try {
     redisClosed = redisClient.isReady ? redisClient.quit() : redisClient.disconnect();

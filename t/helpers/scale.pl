@@ -42,6 +42,16 @@ sub free_port {
 
 sub redis_cli { my $port = shift; my $cmd = join ' ', @_; return `redis-cli -p $port $cmd 2>/dev/null`; }
 
+# redis-cli bounded by 3 s (a dead end never hangs the test), without \r
+# and the last newline
+sub redis_cli_bounded {
+    my $port = shift;
+    my $out = `timeout 3 redis-cli -p $port @_ 2>/dev/null`;
+    $out =~ s/\r//g;
+    chomp $out;
+    return $out;
+}
+
 # start_redis(PORT, FLAG...): $redis{PORT} is its pid; stopped at exit
 sub start_redis {
     my ($port, @flags) = @_;
