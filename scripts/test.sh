@@ -40,8 +40,15 @@ export TEST_NGINX_WORK=$work
 inc=()
 perl -MTest::Nginx::Socket -e1 2>/dev/null || inc=(-I "$repo/t/lib")
 
-if [ $# -gt 0 ]; then
-    prove "${inc[@]}" "$@"
-else
-    prove "${inc[@]}" -r t/
+[ $# -gt 0 ] || set -- -r t/
+prove "${inc[@]}" "$@" 2>&1 | tee "$work/prove.log"
+rc=${PIPESTATUS[0]}
+
+# A long run's failures scroll away (and CI keeps only the end of its
+# output): repeat each failed check with its first lines of explanation.
+if [ "$rc" != 0 ]; then
+    echo "--- failed checks, again:"
+    awk '/#   Failed test/ { n = 5 }
+         n > 0 { print "  " substr($0, 1, 1000); n-- }' "$work/prove.log" | head -n 60
 fi
+exit "$rc"

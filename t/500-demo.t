@@ -44,8 +44,9 @@ for my $kpi (@kpis) {
 }
 my $lines = () = $out =~ /^KPI /mg;
 is($lines, scalar @kpis, 'exactly one line per KPI');
-is($rc, 0, 'examples/demo/run --quick exits 0') or diag($out);
-like($out, qr/^demo: all 7 KPIs PASS$/m, 'summary line');
+is($rc, 0, 'examples/demo/run --quick exits 0');
+my ($summary) = $out =~ /^(demo: (?:all \d+ KPIs PASS|\d+ KPI\(s\) FAIL))$/m;
+is($summary // '', 'demo: all 7 KPIs PASS', 'summary line');
 
 # No Single Point of Failure: one detail line per kill, each recovered with
 # nothing failing afterwards; the Redis master's within the 3 s bound
@@ -59,9 +60,14 @@ for my $k (sort keys %kill) {
 my ($lim, $ses) = ($kill{'redis1 (master)'} // '') =~ /limiting degraded ([\d.]+)s, sessions ([\d.]+)s/;
 ok(defined $lim && $lim <= 3 && $ses <= 3, 'Redis master: limiting and sessions back within 3 s')
     or diag($kill{'redis1 (master)'});
-like($out, qr/^\s+before the kills: \d+ requests, 0 failed$/m, 'nothing failed before the kills');
-like($out, qr/^\s+after the kills: a new login -> 200, its session validated by nginx: ok$/m,
+# matched line by line: a failure shows the line, not the whole output
+my ($before) = $out =~ /^\s+(before the kills: .*)$/m;
+like($before // '', qr/^before the kills: \d+ requests, 0 failed$/, 'nothing failed before the kills');
+my ($after) = $out =~ /^\s+(after the kills: .*)$/m;
+like($after // '', qr/^after the kills: a new login -> 200, its session validated by nginx: ok( \(attempt [23]; .*\))?$/,
      'after the kills a new login works and nginx validates its session (both on the new master)');
+# a login that had to be tried again passes, and says why it failed first
+diag($after) if ($after // '') =~ /: ok \(attempt/;
 
 # everything it started is gone: none of its ports still listens
 my @ports = $out =~ m{127\.0\.0\.1:(\d+)}g;
@@ -69,6 +75,8 @@ my %seen;
 my @left = grep { !$seen{$_}++ && `ss -Htln "sport = :$_" 2>/dev/null` ne '' } @ports;
 ok(@ports >= 8, 'the demo printed its ports');
 is("@left", '', 'no listener left after teardown');
+# the whole run: in the test's own output (prove -v), and in full on failure
 note($out);
+diag($out) unless Test::More->builder->is_passing;
 
 done_testing();
