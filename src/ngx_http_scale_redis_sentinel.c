@@ -46,6 +46,8 @@ struct ngx_http_scale_redis_sentinel_s {
     unsigned                         known:1;
     unsigned                         asking:1;
     unsigned                         subscribed:1;
+    unsigned                         doubted:1;    /* the master known
+                                                      failed a connection */
 };
 
 
@@ -70,6 +72,13 @@ static void ngx_http_scale_redis_sentinel_query_failed(
 static void ngx_http_scale_redis_sentinel_query_timeout(ngx_event_t *ev);
 static void ngx_http_scale_redis_sentinel_wake(
     ngx_http_scale_redis_sentinel_t *s, ngx_uint_t found);
+static void ngx_http_scale_redis_sentinel_ask_next(
+    ngx_http_scale_redis_sentinel_t *s);
+static ngx_uint_t ngx_http_scale_redis_sentinel_names_master(
+    ngx_http_scale_redis_sentinel_t *s, redisReply *host, redisReply *port);
+static ngx_int_t ngx_http_scale_redis_sentinel_parse(
+    ngx_http_scale_redis_pool_t *pool, u_char *host, size_t hlen,
+    u_char *port, size_t plen, ngx_sockaddr_t *sa, socklen_t *socklen);
 static ngx_int_t ngx_http_scale_redis_sentinel_set_master(
     ngx_http_scale_redis_sentinel_t *s, u_char *host, size_t hlen,
     u_char *port, size_t plen);
@@ -340,6 +349,16 @@ ngx_http_scale_redis_sentinel_locate(ngx_http_scale_redis_conn_t *rc)
 
     if (!s->asking) {
         s->failed = 0;
+
+        /*
+         * a connection to the master known failed (a connection that
+         * works is not located again): a Sentinel that names it once more
+         * may be behind, as all but the leader are during a failover,
+         * for a second or more; the next ones are asked before it is
+         * believed
+         */
+        s->doubted = s->known;
+
         ngx_http_scale_redis_sentinel_ask(s);
     }
 }
@@ -387,6 +406,20 @@ ngx_http_scale_redis_sentinel_ask(ngx_http_scale_redis_sentinel_t *s)
     }
 
     ngx_add_timer(&s->query_timer, pool->connect_timeout + pool->timeout);
+}
+
+
+/* the same question to the next Sentinel, on a connection to it */
+
+static void
+ngx_http_scale_redis_sentinel_ask_next(ngx_http_scale_redis_sentinel_t *s)
+{
+    ngx_http_scale_redis_conn_close(&s->query, NGX_HTTP_SCALE_REDIS_PROTOCOL);
+
+    s->next = (s->next + 1) % s->pool->sentinels->nelts;
+    s->failed++;
+
+    ngx_http_scale_redis_sentinel_ask(s);
 }
 
 
@@ -496,6 +529,21 @@ ngx_http_scale_redis_sentinel_answer(ngx_http_scale_redis_conn_t *rc,
     host = reply->element[0];
     port = reply->element[1];
 
+    if (s->doubted
+        && s->failed + 1 < pool->sentinels->nelts
+        && ngx_http_scale_redis_sentinel_names_master(s, host, port))
+    {
+        ngx_log_debug2(NGX_LOG_DEBUG_EVENT, pool->log, 0,
+                       "redis pool \"%V\" Sentinel %V names the master that "
+                       "failed again, asking the next one",
+                       &pool->name, &rc->peer_name);
+
+        ngx_http_scale_redis_sentinel_ask_next(s);
+        return;
+    }
+
+    s->doubted = 0;
+
     if (ngx_http_scale_redis_sentinel_set_master(s, (u_char *) host->str,
                                                  host->len,
                                                  (u_char *) port->str,
@@ -520,6 +568,72 @@ ngx_http_scale_redis_sentinel_answer(ngx_http_scale_redis_conn_t *rc,
 }
 
 
+/* "host" "port" of an answer: an address and port, or NGX_ERROR */
+
+static ngx_int_t
+ngx_http_scale_redis_sentinel_parse(ngx_http_scale_redis_pool_t *pool,
+    u_char *host, size_t hlen, u_char *port, size_t plen, ngx_sockaddr_t *sa,
+    socklen_t *socklen)
+{
+    ngx_int_t  n;
+    in_addr_t  inaddr;
+
+    n = ngx_atoi(port, plen);
+
+    ngx_memzero(sa, sizeof(ngx_sockaddr_t));
+    *socklen = 0;
+
+    inaddr = ngx_inet_addr(host, hlen);
+
+    if (inaddr != INADDR_NONE) {
+        sa->sockaddr_in.sin_family = AF_INET;
+        sa->sockaddr_in.sin_addr.s_addr = inaddr;
+        *socklen = sizeof(struct sockaddr_in);
+
+#if (NGX_HAVE_INET6)
+    } else if (ngx_inet6_addr(host, hlen, sa->sockaddr_in6.sin6_addr.s6_addr)
+               == NGX_OK)
+    {
+        sa->sockaddr_in6.sin6_family = AF_INET6;
+        *socklen = sizeof(struct sockaddr_in6);
+#endif
+    }
+
+    if (n < 1 || n > 65535 || hlen >= NGX_SOCKADDR_STRLEN || *socklen == 0) {
+        return NGX_ERROR;
+    }
+
+    ngx_inet_set_port(&sa->sockaddr, (in_port_t) n);
+
+    return NGX_OK;
+}
+
+
+/* whether an answer names the master known */
+
+static ngx_uint_t
+ngx_http_scale_redis_sentinel_names_master(ngx_http_scale_redis_sentinel_t *s,
+    redisReply *host, redisReply *port)
+{
+    socklen_t       socklen;
+    ngx_sockaddr_t  sa;
+
+    if (!s->known
+        || ngx_http_scale_redis_sentinel_parse(s->pool, (u_char *) host->str,
+                                               host->len, (u_char *) port->str,
+                                               port->len, &sa, &socklen)
+           != NGX_OK)
+    {
+        return 0;
+    }
+
+    return socklen == s->master.socklen
+           && ngx_cmp_sockaddr(&sa.sockaddr, socklen, s->master.sockaddr,
+                               s->master.socklen, 1)
+              == NGX_OK;
+}
+
+
 /*
  * Records the master's address; a master that moved moves every
  * connection of the pool.
@@ -530,45 +644,23 @@ ngx_http_scale_redis_sentinel_set_master(ngx_http_scale_redis_sentinel_t *s,
     u_char *host, size_t hlen, u_char *port, size_t plen)
 {
     size_t                        len;
-    ngx_int_t                     n;
-    in_addr_t                     inaddr;
     ngx_uint_t                    moved;
     ngx_sockaddr_t                sa;
     ngx_addr_t                    a;
     ngx_http_scale_redis_pool_t  *pool = s->pool;
 
-    n = ngx_atoi(port, plen);
-
-    ngx_memzero(&sa, sizeof(ngx_sockaddr_t));
     a.sockaddr = &sa.sockaddr;
-    a.socklen = 0;
 
-    inaddr = ngx_inet_addr(host, hlen);
-
-    if (inaddr != INADDR_NONE) {
-        sa.sockaddr_in.sin_family = AF_INET;
-        sa.sockaddr_in.sin_addr.s_addr = inaddr;
-        a.socklen = sizeof(struct sockaddr_in);
-
-#if (NGX_HAVE_INET6)
-    } else if (ngx_inet6_addr(host, hlen,
-                              sa.sockaddr_in6.sin6_addr.s6_addr)
-               == NGX_OK)
+    if (ngx_http_scale_redis_sentinel_parse(pool, host, hlen, port, plen,
+                                            &sa, &a.socklen)
+        != NGX_OK)
     {
-        sa.sockaddr_in6.sin6_family = AF_INET6;
-        a.socklen = sizeof(struct sockaddr_in6);
-#endif
-    }
-
-    if (n < 1 || n > 65535 || hlen >= NGX_SOCKADDR_STRLEN || a.socklen == 0) {
         ngx_log_error(NGX_LOG_ERR, pool->log, 0,
                       "redis pool \"%V\" Sentinel named master \"%V\" at "
                       "\"%*s:%*s\", not an address and port",
                       &pool->name, &pool->master, hlen, host, plen, port);
         return NGX_ERROR;
     }
-
-    ngx_inet_set_port(a.sockaddr, (in_port_t) n);
 
     moved = !s->known
             || a.socklen != s->master.socklen

@@ -51,7 +51,7 @@ const socketOptions = {
   // that is down at start or restarts later.
   reconnectStrategy: (retries) => {
     if (REDIS_SENTINELS.length > 0) {
-      findMaster().catch(() => {});
+      findMaster(true).catch(() => {});
       return Math.min(50 + retries * 50, 500);
     }
     return Math.min(50 + retries * 100, 2000);
@@ -98,20 +98,33 @@ function setMaster(addr, why) {
   return true;
 }
 
+// The Sentinel that answered last is asked first.  After a failed connect
+// (doubted), one that names the same master again may be behind, as all
+// but the leader are for a second or more of a failover: the next ones are
+// asked before it is believed.
 let finding = null;
-function findMaster() {
+let sentinelFirst = 0;
+function findMaster(doubted) {
   if (finding) return finding;
   finding = (async () => {
     let lastErr = null;
-    for (const s of REDIS_SENTINELS) {
+    let same = null;
+    for (let k = 0; k < REDIS_SENTINELS.length; k++) {
+      const i = (sentinelFirst + k) % REDIS_SENTINELS.length;
       try {
-        const addr = await askSentinel(s);
+        const addr = await askSentinel(REDIS_SENTINELS[i]);
+        if (doubted && addr.host === socketOptions.host && addr.port === socketOptions.port) {
+          same = same || addr;
+          continue;
+        }
+        sentinelFirst = i;
         setMaster(addr, "");
         return addr;
       } catch (err) {
         lastErr = err;
       }
     }
+    if (same) return same;
     throw lastErr || new Error("no sentinel");
   })().finally(() => {
     finding = null;
