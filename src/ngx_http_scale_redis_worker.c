@@ -17,6 +17,11 @@
 #define NGX_HTTP_SCALE_REDIS_PING_INTERVAL   1000
 #define NGX_HTTP_SCALE_REDIS_BACKOFF_MIN     50
 #define NGX_HTTP_SCALE_REDIS_BACKOFF_MAX     1000
+/*
+ * with Sentinels each retry asks them where the master is: a replica
+ * promoted meanwhile is found within this of its promotion, not a second
+ */
+#define NGX_HTTP_SCALE_REDIS_BACKOFF_SENTINEL_MAX  250
 /* output not yet written: more means Redis is not reading */
 #define NGX_HTTP_SCALE_REDIS_OBUF_MAX        (4 * 1024 * 1024)
 /* a PING unanswered this long means a dead connection: reconnect */
@@ -633,6 +638,7 @@ static void
 ngx_http_scale_redis_schedule(ngx_http_scale_redis_conn_t *rc,
     const char *reason)
 {
+    ngx_msec_t                    max;
     ngx_http_scale_redis_pool_t  *pool = rc->pool;
 
     if (ngx_http_scale_redis_is_exiting) {
@@ -648,8 +654,10 @@ ngx_http_scale_redis_schedule(ngx_http_scale_redis_conn_t *rc,
 
     ngx_http_scale_redis_pool_update(pool, reason);
 
-    rc->backoff = rc->backoff ? ngx_min(rc->backoff * 2,
-                                        NGX_HTTP_SCALE_REDIS_BACKOFF_MAX)
+    max = pool->sentinels ? NGX_HTTP_SCALE_REDIS_BACKOFF_SENTINEL_MAX
+                          : NGX_HTTP_SCALE_REDIS_BACKOFF_MAX;
+
+    rc->backoff = rc->backoff ? ngx_min(rc->backoff * 2, max)
                               : NGX_HTTP_SCALE_REDIS_BACKOFF_MIN;
 
     if (rc->timer.timer_set) {
