@@ -76,9 +76,9 @@ static void ngx_http_scale_redis_sentinel_ask_next(
     ngx_http_scale_redis_sentinel_t *s);
 static ngx_uint_t ngx_http_scale_redis_sentinel_names_master(
     ngx_http_scale_redis_sentinel_t *s, redisReply *host, redisReply *port);
-static ngx_int_t ngx_http_scale_redis_sentinel_parse(
-    ngx_http_scale_redis_pool_t *pool, u_char *host, size_t hlen,
-    u_char *port, size_t plen, ngx_sockaddr_t *sa, socklen_t *socklen);
+static ngx_int_t ngx_http_scale_redis_sentinel_parse(u_char *host,
+    size_t hlen, u_char *port, size_t plen, ngx_sockaddr_t *sa,
+    socklen_t *socklen);
 static ngx_int_t ngx_http_scale_redis_sentinel_set_master(
     ngx_http_scale_redis_sentinel_t *s, u_char *host, size_t hlen,
     u_char *port, size_t plen);
@@ -571,9 +571,8 @@ ngx_http_scale_redis_sentinel_answer(ngx_http_scale_redis_conn_t *rc,
 /* "host" "port" of an answer: an address and port, or NGX_ERROR */
 
 static ngx_int_t
-ngx_http_scale_redis_sentinel_parse(ngx_http_scale_redis_pool_t *pool,
-    u_char *host, size_t hlen, u_char *port, size_t plen, ngx_sockaddr_t *sa,
-    socklen_t *socklen)
+ngx_http_scale_redis_sentinel_parse(u_char *host, size_t hlen, u_char *port,
+    size_t plen, ngx_sockaddr_t *sa, socklen_t *socklen)
 {
     ngx_int_t  n;
     in_addr_t  inaddr;
@@ -619,7 +618,7 @@ ngx_http_scale_redis_sentinel_names_master(ngx_http_scale_redis_sentinel_t *s,
     ngx_sockaddr_t  sa;
 
     if (!s->known
-        || ngx_http_scale_redis_sentinel_parse(s->pool, (u_char *) host->str,
+        || ngx_http_scale_redis_sentinel_parse((u_char *) host->str,
                                                host->len, (u_char *) port->str,
                                                port->len, &sa, &socklen)
            != NGX_OK)
@@ -651,8 +650,8 @@ ngx_http_scale_redis_sentinel_set_master(ngx_http_scale_redis_sentinel_t *s,
 
     a.sockaddr = &sa.sockaddr;
 
-    if (ngx_http_scale_redis_sentinel_parse(pool, host, hlen, port, plen,
-                                            &sa, &a.socklen)
+    if (ngx_http_scale_redis_sentinel_parse(host, hlen, port, plen, &sa,
+                                            &a.socklen)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, pool->log, 0,
