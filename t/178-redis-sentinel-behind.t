@@ -113,11 +113,11 @@ _EOC_
 
 # 1. the first Sentinel asked is behind: the next one is asked, the pool is up
 my $p1 = free_port();
-my $d1 = start_nginx('behind-first', conf($p1, $behind, $current), workers => 2);
+my $d1 = start_nginx_main('behind-first', '', conf($p1, $behind, $current));
 my $t = within(5, sub { pool_state("http://127.0.0.1:$p1", 'mm') eq 'ok' });
 ok(defined $t, 'the first Sentinel names a dead master: up through the next one, in ' . secs($t))
     or diag(`grep -v debug $d1/logs/error.log | tail -5`);
-ok(defined $t && $t < 2.5, 'within the < 3 s of a failover') if defined $t;
+ok(defined $t && $t < 2.5 * $valgrind_slow, 'within the < 3 s of a failover') if defined $t;
 is(verdict("http://127.0.0.1:$p1/z?k=a"), '200 PASSED', 'a limit is decided on the master')
     if defined $t;
 ok(questions("$work/behind.log") >= 1 && questions("$work/current.log") >= 1,
@@ -127,19 +127,22 @@ sleep 1;
 is(verdict("http://127.0.0.1:$p1/z?k=a"), '200 PASSED', 'the pool stays up');
 cmp_ok(questions("$work/current.log") - $before, '<=', 2, 'and asks no more once connected');
 errlog_clean($d1, 'behind first');
-stop_nginx($d1);
+stop_nginx_main($d1);
+valgrind_clean($d1, 'behind first');
 
 # 2. every Sentinel behind: down, and the questions are paced by the backoff
 my $p2 = free_port();
 my $q0 = questions("$work/behind.log") + questions("$work/behind2.log");
-my $d2 = start_nginx('all-behind', conf($p2, $behind, $behind2));
-sleep 3;
+my $d2 = start_nginx_main('all-behind', '', conf($p2, $behind, $behind2));
+sleep 3 * $valgrind_slow;
 is(verdict("http://127.0.0.1:$p2/z?k=a"), '200 FAILED_OPEN', 'no Sentinel names a master that answers: fail open');
 my $q = questions("$work/behind.log") + questions("$work/behind2.log") - $q0;
 # one connection, backoff 50 ms doubling to 250 ms with Sentinels: about 13
 # rounds in 3 s, each asking both; many more would be a loop
-cmp_ok($q, '<=', 40, "questions in 3 s: $q (paced by the backoff)");
+cmp_ok($q, '<=', 40 * $valgrind_slow, "questions in 3 s: $q (paced by the backoff)");
 cmp_ok($q, '>=', 4, 'and both Sentinels are still asked');
 errlog_clean($d2, 'all behind');
+stop_nginx_main($d2);
+valgrind_clean($d2, 'all behind');
 
 done_testing();
