@@ -49,7 +49,7 @@ my ($summary) = $out =~ /^(demo: (?:all \d+ KPIs PASS|\d+ KPI\(s\) FAIL))$/m;
 is($summary // '', 'demo: all 7 KPIs PASS', 'summary line');
 
 # No Single Point of Failure: one detail line per kill, each recovered with
-# nothing failing afterwards; the Redis master's within the 3 s bound
+# nothing failing afterwards; the Redis master's within its bound
 my %kill = $out =~ /^    (app1|nginx1|redis\d \(master\)|sentinel1) +killed: (.*)$/mg;
 is(join(' ', sort keys %kill), 'app1 nginx1 redis1 (master) sentinel1',
    'an app, an nginx, the Redis master and a Sentinel were killed');
@@ -68,10 +68,8 @@ ok(defined $lim && defined $max && $lim <= $max && $ses <= $max,
 my ($before) = $out =~ /^\s+(before the kills: .*)$/m;
 like($before // '', qr/^before the kills: \d+ requests, 0 failed$/, 'nothing failed before the kills');
 my ($after) = $out =~ /^\s+(after the kills: .*)$/m;
-like($after // '', qr/^after the kills: a new login -> 200, its session validated by nginx: ok( \(attempt [23]; .*\))?$/,
+like($after // '', qr/^after the kills: a new login -> 200, its session validated by nginx: ok$/,
      'after the kills a new login works and nginx validates its session (both on the new master)');
-# a login that had to be tried again passes, and says why it failed first
-diag($after) if ($after // '') =~ /: ok \(attempt/;
 
 # everything it started is gone: none of its ports still listens
 my @ports = $out =~ m{127\.0\.0\.1:(\d+)}g;
