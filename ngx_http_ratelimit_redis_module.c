@@ -348,7 +348,7 @@ ngx_http_ratelimit_redis_start(ngx_http_request_t *r,
 /*
  * The key as the script gets it: the value as it is (binary-safe), or for
  * a long one "sha1:" and its hex SHA-1; it names a field of the zone's
- * hashes, "rl:{ZONE}:WINDOW_START", whose names the script builds
+ * hashes, "rl:{ZONE}:GENERATION_START", whose names the script builds
  */
 
 static ngx_int_t

@@ -117,8 +117,10 @@ expect_code() {   # expect_code CODE URL [HEADER]: the case does what it claims
     [ "$got" = "$1" ] || { echo "$2 answered $got, not $1" >&2; exit 1; }
 }
 
-# rps SECONDS URL [HEADER [KEYS]]: req/s, requests.  KEYS: a number of
-# keys for keys.lua, or the name of another wrk script in $work (NAME.lua)
+# rps SECONDS URL [HEADER [KEYS]]: req/s, requests, responses other than
+# 2xx or 3xx (a case that errors must not pass for a fast one).  KEYS: a
+# number of keys for keys.lua, or the name of another wrk script in $work
+# (NAME.lua)
 rps() {
     local script=
     case ${4:-} in
@@ -129,7 +131,8 @@ rps() {
     KEYS=${4:-1} wrk -t1 -c"$conns" -d"${1}s" ${3:+-H "$3"} \
         ${script:+-s "$script"} "$2" 2>/dev/null \
         | awk '/ requests in / {n = $1} /^Requests\/sec/ {r = $2}
-               END {print r, n}'
+               /Non-2xx or 3xx responses:/ {e = $NF}
+               END {print r, n, e + 0}'
 }
 
 redis_calls() {   # the calls requests make: scripts (a batch each) and GETs
@@ -139,7 +142,8 @@ redis_calls() {   # the calls requests make: scripts (a batch each) and GETs
 }
 
 # rps_cpu SECONDS URL HEADER KEYS: req/s, nginx and Redis µs per request,
-# requests per script call or GET (for ratelimit_redis: the batch size)
+# requests per script call or GET (for ratelimit_redis: the batch size),
+# the % of responses other than 2xx or 3xx
 rps_cpu() {
     local t0 r0 c0 t1 r1 c1 out hz
     hz=$(getconf CLK_TCK)
@@ -149,16 +153,17 @@ rps_cpu() {
     awk -v o="$out" -v t="$((t1 - t0))" -v hz="$hz" -v r0="$r0" -v r1="$r1" \
         -v c="$((c1 - c0))" '
         BEGIN { split(o, a, " "); n = a[2] > 0 ? a[2] : 1
-                printf "%s %.3f %.3f %.2f\n", a[1], t / hz * 1e6 / n,
-                       (r1 - r0) * 1e6 / n, (c > 0 ? n / c : 0) }'
+                printf "%s %.3f %.3f %.2f %.2f\n", a[1], t / hz * 1e6 / n,
+                       (r1 - r0) * 1e6 / n, (c > 0 ? n / c : 0), a[3] * 100 / n }'
 }
 
 # compare "name|url|header|keys" ...: the first case is the baseline.
 # Every round gives each case one slice, in an order that rotates; prints
 # the median req/s of each case, the median of its per-round ratios, and
-# the median nginx and Redis CPU per request and requests per Redis
-# script call or GET.  $work/results keeps "round case req/s nginx-µs
-# redis-µs req/call" lines for more ratios.
+# the median nginx and Redis CPU per request, requests per Redis script
+# call or GET, and the largest share of error responses (other than 2xx or
+# 3xx) in any round.  $work/results keeps "round case req/s nginx-µs
+# redis-µs req/call error-%" lines for more ratios.
 compare() {
     local cases=("$@") n=$# r i k name url hdr nk out=$work/results
     : >"$out"
@@ -177,21 +182,22 @@ compare() {
         done
     done
 
-    printf '%-44s %9s %6s %8s %8s %8s\n' "one worker, wrk -c$conns, ${rounds}x${slice}s" \
-        "req/s" "ratio" "nginx us" "redis us" "req/call"
+    printf '%-44s %9s %6s %8s %8s %8s %7s\n' "one worker, wrk -c$conns, ${rounds}x${slice}s" \
+        "req/s" "ratio" "nginx us" "redis us" "req/call" "errors"
     for i in $(seq 0 $((n - 1))); do
         IFS='|' read -r name url hdr nk <<<"${cases[$i]}"
         awk -v i="$i" -v name="$name" '
             { v[$1, $2] = $3; c[$1, $2] = $4; d[$1, $2] = $5; b[$1, $2] = $6
-              if ($1 > rounds) rounds = $1 }
+              if ($1 > rounds) rounds = $1
+              if ($2 == i && $7 > e) e = $7 }
             END {
                 for (r = 1; r <= rounds; r++) {
                     a[r] = v[r, i]; q[r] = v[r, i] / v[r, 0]
                     x[r] = c[r, i]; y[r] = d[r, i]; z[r] = b[r, i]
                 }
-                printf "%-44s %9.0f %6.2f %8.2f %8.2f %8.2f\n", name, median(a, rounds),
-                       median(q, rounds), median(x, rounds), median(y, rounds),
-                       median(z, rounds)
+                printf "%-44s %9.0f %6.2f %8.2f %8.2f %8.2f %6.1f%%\n", name,
+                       median(a, rounds), median(q, rounds), median(x, rounds),
+                       median(y, rounds), median(z, rounds), e
             }
             function median(x, m,   j, k, t) {
                 for (j = 1; j <= m; j++) for (k = j + 1; k <= m; k++)

@@ -2,8 +2,8 @@
 /*
  * The batcher: the requests that need Redis during one event loop
  * iteration are decided by one script call on their pool, in the order
- * they arrived.  Redis pays its per-call cost (and TIME, and per zone two
- * HMGETs and an HSET) once per batch instead of once per request, and the
+ * they arrived.  Redis pays its per-call cost (and TIME, and per zone an
+ * HMGET and an HSET) once per batch instead of once per request, and the
  * answers are exactly those that one call per request would have given.
  */
 
@@ -88,15 +88,21 @@ static ngx_uint_t                           ngx_http_ratelimit_redis_batch_gen;
  * one (a global limit or a flood from one client is a single run however
  * many requests it holds).
  *
- * Layout: the counters of one zone and window are the fields of one hash,
- * "rl:{ZONE}:WINDOW_START", a field per limited key, so that a batch costs
- * Redis two HMGETs (this window and the previous one) and one HSET per
- * zone, however many distinct keys it holds.  The field "" (a key is never
- * empty) marks a hash that has its expiry: the batch that creates a
- * window's hash gives it a TTL to the end of the window after next and
- * UNLINKs the hash of two windows ago, which nothing reads any more, so
- * that a background thread frees it, not Redis' main one.  The TTL is for
- * a zone that goes quiet.
+ * Layout: one hash per zone and generation of K = 4 windows,
+ * "rl:{ZONE}:GENERATION_START", a field per limited key, whose value
+ * "N:PREV:CUR" holds the key's counts of window N of the generation (from
+ * 0) and of the window before it.  A batch costs Redis one HMGET and one
+ * HSET per zone however many distinct keys it holds; in the first window
+ * of a generation a key not yet in it is looked up in the previous
+ * generation's hash too (one more HMGET).  The field "" (a key is never
+ * empty) marks a hash that has its expiry: "0" while the previous
+ * generation's hash is still read, "1" once it is not.  The batch that
+ * creates a generation's hash gives it a TTL to the end of the next
+ * generation's first window plus one window and UNLINKs the hash of two
+ * generations ago; the first batch after the generation's first window
+ * UNLINKs the previous one, which nothing reads any more.  A background
+ * thread frees them, not Redis' main one.  The TTL is for a zone that
+ * goes quiet.
  *
  * KEYS: "rl:{ZONE}:" per zone of the batch.
  * ARGV: the number of zones; per zone its limit, window (ms) and number
@@ -126,26 +132,49 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
     ngx_string(
 "local t = redis.call('TIME')\n"
 "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-"local floor, fmt = math.floor, string.format\n"
+"local floor, fmt, match = math.floor, string.format, string.match\n"
+"local K = 4\n"
 "local nz = tonumber(ARGV[1])\n"
 "local a, g, f0 = 2 + 3 * nz, 0, 1 + 3 * nz\n"
-"local zl, zw, zr, zk, zm, zs = {}, {}, {}, {}, {}, {}\n"
+"local zl, zw, zr, zk, zm, zs, zn, zg = {}, {}, {}, {}, {}, {}, {}, {}\n"
 "local cc, pp, pw, fz, out, dirty = {}, {}, {}, {}, {}, {}\n"
 "for z = 1, nz do\n"
 "  local w, nf = tonumber(ARGV[3 * z]), tonumber(ARGV[3 * z + 1])\n"
 "  local e = now % w\n"
-"  local r = w - e\n"
-"  local key = KEYS[z] .. (now - e)\n"
+"  local r, s = w - e, now - now % (K * w)\n"
+"  local n = (now - e - s) / w\n"
+"  local key = KEYS[z] .. s\n"
 "  local c = redis.call('HMGET', key, '', unpack(ARGV, a, a + nf - 1))\n"
-"  local p = redis.call('HMGET', KEYS[z] .. (now - e - w),\n"
-"                       unpack(ARGV, a, a + nf - 1))\n"
+"  local miss, mg, nm = {}, {}, 0\n"
 "  zs[z] = g + 1\n"
 "  for i = 1, nf do\n"
-"    local pv = tonumber(p[i]) or 0\n"
+"    local v, cv, pv = c[i + 1], 0, 0\n"
 "    g = g + 1\n"
-"    cc[g], pp[g], pw[g], fz[g] = tonumber(c[i + 1]) or 0, pv, pv * r / w, z\n"
+"    if v then\n"
+"      local vn, vp, vc = match(v, '(%d+):(%d+):(%d+)')\n"
+"      vn = tonumber(vn) or -2\n"
+"      if vn >= n then\n"
+"        cv, pv = tonumber(vc), tonumber(vp)\n"
+"      elseif vn == n - 1 then\n"
+"        pv = tonumber(vc)\n"
+"      end\n"
+"    elseif n == 0 then\n"
+"      nm = nm + 1\n"
+"      miss[nm], mg[nm] = ARGV[a + i - 1], g\n"
+"    end\n"
+"    cc[g], pp[g], fz[g] = cv, pv, z\n"
 "  end\n"
-"  zl[z], zw[z], zr[z] = tonumber(ARGV[3 * z - 1]), w, r\n"
+"  if nm > 0 then\n"
+"    local p = redis.call('HMGET', KEYS[z] .. (s - K * w), unpack(miss))\n"
+"    for j = 1, nm do\n"
+"      if p[j] then\n"
+"        local vn, vp, vc = match(p[j], '(%d+):(%d+):(%d+)')\n"
+"        if tonumber(vn) == K - 1 then pp[mg[j]] = tonumber(vc) end\n"
+"      end\n"
+"    end\n"
+"  end\n"
+"  for i = zs[z], g do pw[i] = pp[i] * r / w end\n"
+"  zl[z], zw[z], zr[z], zn[z], zg[z] = tonumber(ARGV[3 * z - 1]), w, r, n, s\n"
 "  zk[z], zm[z] = key, c[1]\n"
 "  out[z] = r\n"
 "  a = a + nf\n"
@@ -246,19 +275,25 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "end\n"
 "zs[nz + 1] = g + 1\n"
 "for z = 1, nz do\n"
-"  local h, k = {}, 0\n"
-"  if not zm[z] then h[1], h[2], k = '', 1, 2 end\n"
+"  local h, k, n, m, w, s = {}, 0, zn[z], zm[z], zw[z], zg[z]\n"
+"  if m ~= '1' and (n > 0 or not m) then\n"
+"    h[1], h[2], k = '', n > 0 and '1' or '0', 2\n"
+"  end\n"
 "  for g = zs[z], zs[z + 1] - 1 do\n"
 "    if dirty[g] then\n"
-"      h[k + 1], h[k + 2], k = ARGV[f0 + g], fmt('%d', cc[g]), k + 2\n"
+"      h[k + 1], h[k + 2] = ARGV[f0 + g], fmt('%d:%d:%d', n, pp[g], cc[g])\n"
+"      k = k + 2\n"
 "    end\n"
 "  end\n"
-"  if not zm[z] then\n"
+"  if k > 0 then\n"
 "    redis.call('HSET', zk[z], unpack(h))\n"
-"    redis.call('PEXPIRE', zk[z], 2 * zw[z] + zr[z])\n"
-"    redis.call('UNLINK', KEYS[z] .. (now + zr[z] - 3 * zw[z]))\n"
-"  elseif k > 0 then\n"
-"    redis.call('HSET', zk[z], unpack(h))\n"
+"  end\n"
+"  if not m then\n"
+"    redis.call('PEXPIRE', zk[z], s + (K + 2) * w - now)\n"
+"    redis.call('UNLINK', KEYS[z] .. (s - 2 * K * w))\n"
+"  end\n"
+"  if m ~= '1' and n > 0 then\n"
+"    redis.call('UNLINK', KEYS[z] .. (s - K * w))\n"
 "  end\n"
 "end\n"
 "return out\n"),

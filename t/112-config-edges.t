@@ -98,7 +98,7 @@ is("$s $h->{'x-rl'}", '503 FAILED_CLOSED', 'a wrong password fails: AUTH is sent
 
 ($s, $h) = settled('/db?k=a');
 is("$s $h->{'x-rl'}", '200 PASSED', 'database 7');
-# the zone's counters: a hash per window, rl:{db}:START, a field per key
+# the zone's counts: a hash per generation, rl:{db}:START, a field per key
 my $count = q{"for _, k in ipairs(redis.call('KEYS', 'rl:{db}:*')) do }
           . q{if redis.call('HEXISTS', k, 'edge-db') == 1 then return 1 end end }
           . q{return 0" 0};

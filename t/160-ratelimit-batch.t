@@ -70,9 +70,10 @@ my %zone = (
 
 # The reference: the sliding window written plainly, one request per call.
 # KEYS: a base key per zone; ARGV: limit, window, dry run per zone.
+# ARGV[3 * #KEYS + 1], if given, is the time (ms) to decide at.
 my $reference = cmd('SCRIPT', 'LOAD', <<'_LUA_');
 local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local now = tonumber(ARGV[3 * #KEYS + 1]) or t[1] * 1000 + math.floor(t[2] / 1000)
 local out, cur, ok, admit = {0}, {}, {}, 1
 for z = 1, #KEYS do
   local l, w = tonumber(ARGV[3 * z - 2]), tonumber(ARGV[3 * z - 1])
@@ -110,10 +111,11 @@ return out
 _LUA_
 
 sub reference {
-    my ($prefix, $req) = @_;
+    my ($prefix, $req, $now) = @_;
     return cmd('EVALSHA', $reference, scalar @$req,
                (map { "$prefix:$_->[0]:$_->[1]:" } @$req),
-               map { ($zone{ $_->[0] }{limit}, $zone{ $_->[0] }{window}, $_->[2]) } @$req);
+               (map { ($zone{ $_->[0] }{limit}, $zone{ $_->[0] }{window}, $_->[2]) } @$req),
+               defined $now ? $now : ());
 }
 
 
@@ -123,6 +125,8 @@ sub reference {
 # zone; then the runs in one string of bytes: per run its size, its number
 # of zones and per zone 2 * (the key's place among the distinct keys) +
 # dry run, in two bytes
+my @last_zones;     # the zones of the last call, in the order of its resets
+my $last_reply;
 sub call {
     my ($prefix, @reqs) = @_;
     my (@zones, %fields, @args);
@@ -146,6 +150,7 @@ sub call {
         $runs .= pack('CC', $run->[1], scalar @$req);
         $runs .= pack('n', 2 * $place{"$_->[0]\0$_->[1]"} + $_->[2]) for @$req;
     }
+    @last_zones = @zones;
     return unfold(cmd('EVALSHA', $sha, scalar @zones,
                       (map { "$prefix:$_:" } @zones), scalar @zones,
                       (map { ($zone{$_}{limit}, $zone{$_}{window},
@@ -158,6 +163,7 @@ sub call {
 # from the per-run answer (as ngx_http_ratelimit_redis_batch_verdict())
 sub unfold {
     my ($r, $zones, @reqs) = @_;
+    $last_reply = $r;
     my %reset;
     @reset{@$zones} = @$r[0 .. $#$zones];
     my @out;
@@ -228,7 +234,11 @@ sub same {
 }
 
 # previous-window counts, the same for both: the reference keeps one
-# counter per zone, key and window, the module a hash per zone and window
+# counter per zone, key and window, the module a record "N:PREV:CUR" per
+# key in the hash of its generation of $gen windows (README, *Redis key
+# layout*): the previous window is N - 1 of this generation, or the last
+# one of the previous generation
+my ($gen) = $script =~ /local K = (\d+)/ or die "generation length not found";
 sub seed {
     my ($batch, $single, $prev) = @_;
     my ($s) = @{ cmd('TIME') };
@@ -238,8 +248,9 @@ sub seed {
         my $w = $zone{$z}{window};
         my $start = $now - $now % $w - $w;
         cmd('SET', "$single:$z:$key:$start", $prev->{$k}, 'PX', 600_000);
-        cmd('HSET', "$batch:$z:$start", $key, $prev->{$k});
-        cmd('PEXPIRE', "$batch:$z:$start", 600_000);
+        my $g = $start - $start % ($gen * $w);
+        cmd('HSET', "$batch:$z:$g", $key, ($start - $g) / $w . ":0:$prev->{$k}");
+        cmd('PEXPIRE', "$batch:$z:$g", 600_000);
     }
 }
 
@@ -301,6 +312,66 @@ for my $trial (1 .. $trials) {
 is($bad, 0, "$trials random batches answer as one call per request would");
 ok($runs > 100 && $maxrun >= 6, "the batches held runs ($runs, the longest $maxrun)");
 
+# Across windows and generations: zones of 200 ms and 300 ms windows
+# (generations of 0.8 s and 1.2 s), random batches for about 4 s.  The
+# reference decides each request at the moment the batch was decided
+# (from the batch's reset and TIME around it), one counter per window, so
+# the answers must match exactly, reset included: the counts of the
+# previous window carry over, from the previous generation's hash too,
+# and nothing is removed while it is still read.
+{
+    local @zone{qw(r s)} = ({ limit => 4, window => 200 }, { limit => 6, window => 300 });
+    my ($trials, $bad, $decided, $firsts) = (0, 0, 0, 0);
+    my %seen;
+    my $until = time + 4;
+    while (time < $until && $trials < 400) {
+        $trials++;
+        sleep 0.005 + rand(0.015);
+        my @shapes = map {
+            my @z = grep { rand() < 0.7 } qw(r s);
+            @z = ('r') unless @z;
+            [map { [$_, ('k1', 'k2', 'k3')[int(rand(3))], (rand() < 0.15 ? 1 : 0)] } @z];
+        } 1 .. 3;
+        my @reqs;
+        push @reqs, $shapes[int(rand(@shapes))] for 1 .. 1 + int(rand(10));
+        my ($s0, $u0) = @{ cmd('TIME') };
+        my $batch = call('roll:batch', @reqs);
+        my ($s1, $u1) = @{ cmd('TIME') };
+        my ($t0, $t1) = ($s0 * 1000 + int($u0 / 1000), $s1 * 1000 + int($u1 / 1000));
+
+        # the moment the batch was decided: within [t0, t1], w - reset
+        # into its window, for every zone of the batch
+        my %reset;
+        @reset{@last_zones} = @$last_reply[0 .. $#last_zones];
+        my $now;
+        for my $t ($t0, $t1) {
+            my $w = $zone{ $last_zones[0] }{window};
+            my $c = $t - $t % $w + $w - $reset{ $last_zones[0] };
+            $now = $c if $c >= $t0 && $c <= $t1;
+        }
+        unless (defined $now
+                && !grep { $zone{$_}{window} - $now % $zone{$_}{window} != $reset{$_} } @last_zones)
+        {
+            $bad++;
+            diag("batch $trials: no moment in [$t0, $t1] fits the resets @{[%reset]}") if $bad <= 3;
+            next;
+        }
+        $decided++;
+        for my $z (@last_zones) {
+            my $w = $zone{$z}{window};
+            my $g = $now - $now % ($gen * $w);
+            $firsts++ if $now - $g < $w && !$seen{"$z:$g"}++;
+        }
+        my @single = map { @{ reference('roll:single', $_, $now) } } @reqs;
+        if ("@$batch" ne "@single") {
+            $bad++;
+            diag("at $now ms:\n batch  @$batch\n single @single") if $bad <= 3;
+        }
+    }
+    is($bad, 0, "$decided batches over 4 s of rolling windows answer as one call per request would");
+    ok($firsts >= 4, "$firsts of them began a generation's first window");
+}
+
 # rejected requests are not counted: the stored counts equal the admitted
 {
     my @reqs = ([['a', 'x', 0]]) x 10;
@@ -312,7 +383,8 @@ ok($runs > 100 && $maxrun >= 6, "the batches held runs ($runs, the longest $maxr
     my ($s) = @{ cmd('TIME') };
     my $w = $zone{a}{window};
     my $start = $s * 1000 - ($s * 1000) % $w;
-    is(cmd('HGET', "count:a:$start", 'x'), 3, 'Redis counted the admitted only');
+    my $g = $start - $start % ($gen * $w);
+    like(cmd('HGET', "count:a:$g", 'x'), qr/^\d+:0:3$/, 'Redis counted the admitted only');
 }
 
 close $rs;

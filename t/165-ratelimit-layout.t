@@ -1,9 +1,12 @@
-# ratelimit_redis's Redis layout, as the README documents it: the counters
-# of one zone and window are the fields of one hash, rl:{ZONE}:START, a
-# field per key, with a TTL and the marker field ""; a batch writes once
-# per zone however many keys it holds; the hash of two windows ago is
-# UNLINKed by the batch that starts a window; zones never share counters,
-# and any key (binary, ':', '{}', 256 bytes, longer) is its own counter.
+# ratelimit_redis's Redis layout, as the README documents it: the counts
+# of one zone are the fields of one hash per generation of 4 windows,
+# rl:{ZONE}:START, a field per key holding "N:PREV:CUR" (the key's counts
+# in window N of the generation and in the window before), with a TTL and
+# the marker field ""; a batch writes once per zone however many keys it
+# holds; a key's count of the last window of a generation carries into the
+# next one; the previous generation's hash is UNLINKed once the first
+# window of the next is over; zones never share counters, and any key
+# (binary, ':', '{}', 256 bytes, longer) is its own counter.
 
 use strict;
 use warnings;
@@ -50,29 +53,37 @@ sub hget {
     return $out;
 }
 
-# --- one hash per zone and window, a field per key -----------------------
+# --- one hash per zone and generation, a field per key --------------------
+my $gen = 4;                    # windows per generation
+my $hour = 3_600_000;
 wait_window($rp, 3600, 5);
-my $start = redis_time_ms();
-$start -= $start % 3_600_000;
+my $now = redis_time_ms();
+my $start = $now - $now % ($gen * $hour);
+my $n = int(($now - $start) / $hour);
 is((get("$u/hour?k=alice"))[0], 200, 'a request is admitted') for 1 .. 3;
 is((get("$u/hour?k=bob"))[0], 200, 'another key too');
 is(redis_cli($rp, "type 'rl:{hour}:$start'"), "hash\n",
-   "the zone's counters of this window are one hash, rl:{hour}:$start");
-is(hget("rl:{hour}:$start", 'alice'), 3, 'its field alice counts her 3 requests');
-is(hget("rl:{hour}:$start", 'bob'), 1, 'its field bob his one');
+   "the zone's counts of this generation are one hash, rl:{hour}:$start");
+is(hget("rl:{hour}:$start", 'alice'), "$n:0:3",
+   "its field alice holds her 3 requests of window $n of the generation");
+is(hget("rl:{hour}:$start", 'bob'), "$n:0:1", 'its field bob his one');
 is(redis_cli($rp, "hlen 'rl:{hour}:$start'"), "3\n",
    'nothing else in it but the marker field ""');
-is(hget("rl:{hour}:$start", ''), 1, 'the marker');
+is(hget("rl:{hour}:$start", ''), $n ? 1 : 0,
+   'the marker: ' . ($n ? '1, the previous generation is not read any more'
+                        : '0, the previous generation is still read'));
 my $ttl = redis_cli($rp, "pttl 'rl:{hour}:$start'");
-my $end3 = $start + 3 * 3_600_000 - redis_time_ms();
-ok($ttl > 0 && $ttl <= $end3 + 1000 && $ttl > $end3 - 60_000,
-   "its TTL ends with the window after next ($ttl ms)") or diag("end3 $end3 start $start");
+chomp $ttl;
+my $end = $start + ($gen + 2) * $hour - redis_time_ms();
+ok($ttl > 0 && $ttl <= $end + 1000 && $ttl > $end - 60_000,
+   "its TTL ends one window after the next generation's first ($ttl ms)")
+    or diag("end $end start $start");
 like(redis_cli($rp, "keys '*alice*'"), qr/^\s*$/, 'no Redis key per client');
 
 # --- two zones, same key: two counters -----------------------------------
 is((get("$u/both?k=alice"))[0], 200, 'two zones on one request');
-is(hget("rl:{hour}:$start", 'alice'), 4, 'zone hour counts it');
-is(hget("rl:{other}:$start", 'alice'), 1, 'zone other has its own counter');
+is(hget("rl:{hour}:$start", 'alice'), "$n:0:4", 'zone hour counts it');
+is(hget("rl:{other}:$start", 'alice'), "$n:0:1", 'zone other has its own counter');
 
 # --- any key ---------------------------------------------------------------
 # binary, ':', '{}', 256 bytes: each its own counter, limit 2 each; a key
@@ -97,12 +108,21 @@ for my $k (@keys) {
 is_deeply(\@got, [('PASSED PASSED REJECTED') x @keys],
           'each of 9 awkward keys: 2 admitted, then rejected, none sharing');
 my $h = "rl:{raw}:$start";
-is(hget($h, 'a:b'), 2, "a key with ':' is a field as it is");
-is(hget($h, 'k' x 256), 2, 'a key of 256 bytes too');
+is(hget($h, 'a:b'), "$n:0:2", "a key with ':' is a field as it is");
+is(hget($h, 'k' x 256), "$n:0:2", 'a key of 256 bytes too');
 my $sha = `printf '%s' '@{["k" x 257]}' | sha1sum`;
 ($sha) = $sha =~ /^([0-9a-f]{40})/;
-is(hget($h, "sha1:$sha"), 2, 'a longer one under sha1:HEX');
+is(hget($h, "sha1:$sha"), "$n:0:2", 'a longer one under sha1:HEX');
 is(redis_cli($rp, "hlen '$h'"), (@keys + 1) . "\n", 'one field per key');
+
+# --- a value that is not a record ------------------------------------------
+# the count of an earlier layout's hash of the same name ("7"), or anything
+# else written there, counts as no request: never a script error
+redis_cli($rp, "hset 'rl:{hour}:$start' legacy 7 junk '1:x:2'");
+is((get("$u/hour?k=legacy"))[0], 200, 'a key whose value is a bare count: admitted');
+is((get("$u/hour?k=junk"))[0], 200, 'a key whose value is not a record: admitted');
+is(hget("rl:{hour}:$start", 'legacy'), "$n:0:1", 'its record starts again');
+is(hget("rl:{hour}:$start", 'junk'), "$n:0:1", 'so does the other');
 
 # --- one write per batch and zone ------------------------------------------
 # 24 requests with 24 distinct keys at once: a handful of script calls,
@@ -146,38 +166,53 @@ sub burst {
     ok($calls && $calls <= 4, "decided in $calls script calls");
     is($hset // 0, $calls, 'one HSET per script call (one zone)');
     is($writes, 0, 'no other write per key');
-    is(hget("rl:{hour}:$start", "burst$_"), 1, "burst$_ counted") for 1, 24;
+    is(hget("rl:{hour}:$start", "burst$_"), "$n:0:1", "burst$_ counted") for 1, 24;
 }
 
-# --- the roll: two windows later the old hash is UNLINKed -----------------
-# windows of 1 s: a request in window S, one in S+1 s, one in S+2 s; the
-# first batch of S+2 s removes rl:{sec}:S (its TTL would only end at
-# S+3 s), and rl:{sec}:S+1 s stays: it is the previous window
-sub in_window {     # waits for the start of a 1 s window, returns it
-    for (1 .. 100) {
+# --- the roll -----------------------------------------------------------------
+# windows of 1 s, generations of 4 s: a request in the last window of
+# generation P, one in the first window of the next generation G, one in
+# its second.  The first window of G still reads P's hash (the count of
+# P's last window is its previous window); the first batch after it
+# UNLINKs P's hash (its TTL would end later).
+sub in_window {     # waits until a 1 s window that is window N of its generation starts
+    my $want = shift;
+    for (1 .. 200) {
         my $now = redis_time_ms();
-        return $now - $now % 1000 if $now % 1000 < 400;
+        my $start = $now - $now % 1000;
+        return $start if $now % 1000 < 400 && ($start / 1000) % $gen == $want;
         sleep 0.05;
     }
     return undef;
 }
 {
-    my $s0 = in_window();
-    is((get("$u/sec?k=roll"))[0], 200, 'window S: admitted');
-    ok(redis_cli($rp, "exists 'rl:{sec}:$s0'") == 1, 'rl:{sec}:S exists');
-    my ($s1, $s2);
-    for (1 .. 40) { $s1 = in_window(); last if $s1 > $s0; sleep 0.1 }
-    is($s1, $s0 + 1000, 'the next window');
+    my $w3 = in_window($gen - 1);
+    my $p = $w3 - ($gen - 1) * 1000;
+    my $g = $p + $gen * 1000;
+    ok(defined $w3, 'the last window of a generation');
+    is((get("$u/sec?k=roll"))[0], 200, 'admitted');
+    is(hget("rl:{sec}:$p", 'roll'), ($gen - 1) . ':0:1', 'counted in its generation');
+    my $w0 = in_window(0);
+    is($w0, $g, 'the first window of the next generation');
     redis_cli($rp, 'config resetstat');
-    is((get("$u/sec?k=roll"))[0], 200, 'window S+1 s: admitted');
-    ok(redis_cli($rp, "exists 'rl:{sec}:$s0'") == 1, 'rl:{sec}:S is still there: it is the previous window');
-    for (1 .. 40) { $s2 = in_window(); last if $s2 > $s1; sleep 0.1 }
-    is($s2, $s1 + 1000, 'the window after');
-    is((get("$u/sec?k=roll"))[0], 200, 'window S+2 s: admitted');
+    is((get("$u/sec?k=roll"))[0], 200, 'admitted');
+    is(hget("rl:{sec}:$g", 'roll'), '0:1:1',
+       "counted in the new generation, the last one's count as its previous window's");
+    is(hget("rl:{sec}:$g", ''), 0, 'the marker says the previous generation is still read');
+    ok(redis_cli($rp, "exists 'rl:{sec}:$p'") == 1, "so the previous generation's hash stays");
+    my $pttl = redis_cli($rp, "pttl 'rl:{sec}:$g'");
+    chomp $pttl;
+    my $end = $g + ($gen + 2) * 1000 - redis_time_ms();
+    ok($pttl > $end - 200 && $pttl <= $end + 50, "TTL to one window after the next generation's first ($pttl ms)");
+    my $w1 = in_window(1);
+    is($w1, $g + 1000, 'the second window of the generation');
+    is((get("$u/sec?k=roll"))[0], 200, 'admitted');
     my $now = redis_time_ms();
-    ok(redis_cli($rp, "exists 'rl:{sec}:$s0'") == 0,
-       'rl:{sec}:S is gone as soon as S+2 s starts (' . ($now - $s2) . ' ms into it), before its TTL');
-    ok(redis_cli($rp, "exists 'rl:{sec}:$s1'") == 1, 'rl:{sec}:S+1 s stays');
+    is(hget("rl:{sec}:$g", 'roll'), '1:1:1', 'the window before is counted as the previous one');
+    ok(redis_cli($rp, "exists 'rl:{sec}:$p'") == 0,
+       "the previous generation's hash is gone as soon as the second window starts ("
+       . ($now - $w1) . ' ms into it), before its TTL');
+    is(hget("rl:{sec}:$g", ''), 1, 'and the marker says so');
     my ($unlink) = redis_cli($rp, 'info commandstats') =~ /cmdstat_unlink:calls=(\d+)/;
     ok(($unlink // 0) >= 1, 'by UNLINK (freed off the main thread)');
 }

@@ -83,13 +83,12 @@ sub evalsha_seen {
     return ($c // 0) + ($r // 0);
 }
 
-# the count of KEY in ZONE's window hashes on that Redis, '' if none
+# the count of KEY in ZONE's hashes on that Redis, '' if none
 sub counter_of {
     my ($hp, $zone, $key) = @_;
     for my $h (split /\s+/, rcli($hp, '--scan', '--pattern', "rl:{$zone}:*")) {
-        my $v = rcli($hp, 'hget', $h, $key);
-        $v =~ s/\s+//g;
-        return $v if $v =~ /^\d+$/;
+        my $v = record_count(rcli($hp, 'hget', $h, $key));
+        return $v if $v ne '';
     }
     return '';
 }

@@ -274,8 +274,9 @@ sub exact_on {
     my $count = '';
     for my $h (split /\s+/, cli($port, '--scan', '--pattern', 'rl:{z}:*')) {
         my $v = cli($port, 'hget', $h, $key);
-        $count = $v if $v =~ /^\d+$/;
+        $count = record_count($v) if record_count($v) ne '';
     }
+    diag("scan: " . join(",", map { "$_=" . cli($port, "hget", $_, $key) } split /\s+/, cli($port, "--scan", "--pattern", "rl:{z}:*"))) unless $count;
     like($count, qr/^\d+$/,
          "$what: the counter is on the master ($port)");
 }

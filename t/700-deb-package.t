@@ -193,7 +193,7 @@ is("@codes", '200 200 200 429', '3r/m: three requests pass, the fourth gets 429'
 my $sum = out_cmd(10, 'redis-cli', '-p', $rp, 'eval',
     "local s = 0 for _, k in ipairs(redis.call('KEYS', 'rl:{t700zone}:*')) do "
     . "local f = redis.call('HGETALL', k) for i = 1, #f, 2 do "
-    . "if f[i] ~= '' then s = s + tonumber(f[i + 1]) end end end return s", 0);
+    . "if f[i] ~= '' then s = s + tonumber(f[i + 1]:match('(%d+)\$')) end end end return s", 0);
 chomp $sum;
 is($sum, 3, 'Redis holds the three admitted requests of zone t700zone');
 

@@ -146,6 +146,13 @@ sub errlog_has {
     return scalar grep { /$re/ } <$f>;
 }
 
+# the count of the current window in a ratelimit_redis record "N:PREV:CUR"
+# (README, *Redis key layout*), '' if VALUE is not one
+sub record_count {
+    my $v = shift // '';
+    return $v =~ /^\d+:\d+:(\d+)\s*$/ ? $1 : '';
+}
+
 # keep away from a window boundary of $win seconds on Redis' clock
 sub wait_window {
     my ($port, $win, $margin) = @_;
