@@ -66,6 +66,7 @@ my %zone = (
     a => { limit => 3,  window => 10_000_000_000 },
     b => { limit => 7,  window => 10_000_000_000 },
     c => { limit => 2,  window => 20_000_000_000 },
+    d => { limit => 2**25 + 3, window => 10_000_000_000 },   # records as text
 );
 
 # The reference: the sliding window written plainly, one request per call.
@@ -234,13 +235,14 @@ sub same {
 }
 
 # previous-window counts, the same for both: the reference keeps one
-# counter per zone, key and window, the module a record "N:PREV:CUR" per
-# key in the hash of its generation of $gen windows (README, *Redis key
-# layout*): the previous window is N - 1 of this generation, or the last
-# one of the previous generation
+# counter per zone, key and window, the module a record per key in the
+# hash of its generation of $gen windows (README, *Redis key layout*): the
+# previous window is N - 1 of this generation, or the last one of the
+# previous generation.  Seeded as the integer or as the text N:PREV:CUR,
+# one trial each: any zone reads both
 my ($gen) = $script =~ /local K = (\d+)/ or die "generation length not found";
 sub seed {
-    my ($batch, $single, $prev) = @_;
+    my ($batch, $single, $prev, $text) = @_;
     my ($s) = @{ cmd('TIME') };
     my $now = $s * 1000;
     for my $k (keys %$prev) {
@@ -249,7 +251,9 @@ sub seed {
         my $start = $now - $now % $w - $w;
         cmd('SET', "$single:$z:$key:$start", $prev->{$k}, 'PX', 600_000);
         my $g = $start - $start % ($gen * $w);
-        cmd('HSET', "$batch:$z:$g", $key, ($start - $g) / $w . ":0:$prev->{$k}");
+        my $n = ($start - $g) / $w;
+        cmd('HSET', "$batch:$z:$g", $key,
+            $text ? "$n:0:$prev->{$k}" : record_value($n, 0, $prev->{$k}));
         cmd('PEXPIRE', "$batch:$z:$g", 600_000);
     }
 }
@@ -262,7 +266,7 @@ for my $trial (1 .. $trials) {
     my @reqs;
     my $n = 1 + int(rand(40));
     my @shapes = map {
-        my @z = grep { rand() < 0.6 } qw(a b c);
+        my @z = grep { rand() < 0.6 } qw(a b c d);
         @z = ('a') unless @z;
         [map { [$_, ('k1', 'k2')[int(rand(2))], (rand() < 0.2 ? 1 : 0)] } @z];
     } 1 .. 3;
@@ -273,8 +277,8 @@ for my $trial (1 .. $trials) {
     splice @reqs, $n;
 
     my %prev;
-    $prev{"$_:k1"} = int(rand(4)) for grep { rand() < 0.5 } qw(a b c);
-    seed("t$trial:batch", "t$trial:single", \%prev);
+    $prev{"$_:k1"} = int(rand(4)) for grep { rand() < 0.5 } qw(a b c d);
+    seed("t$trial:batch", "t$trial:single", \%prev, $trial % 2);
 
     my $batch = call("t$trial:batch", @reqs);
     my @single = map { @{ reference("t$trial:single", $_) } } @reqs;
@@ -384,7 +388,8 @@ ok($runs > 100 && $maxrun >= 6, "the batches held runs ($runs, the longest $maxr
     my $w = $zone{a}{window};
     my $start = $s * 1000 - ($s * 1000) % $w;
     my $g = $start - $start % ($gen * $w);
-    like(cmd('HGET', "count:a:$g", 'x'), qr/^\d+:0:3$/, 'Redis counted the admitted only');
+    like(record_text(cmd('HGET', "count:a:$g", 'x')), qr/^\d+:0:3$/,
+         'Redis counted the admitted only');
 }
 
 close $rs;

@@ -1,7 +1,9 @@
 # ratelimit_redis's Redis layout, as the README documents it: the counts
 # of one zone are the fields of one hash per generation of 4 windows,
-# rl:{ZONE}:START, a field per key holding "N:PREV:CUR" (the key's counts
-# in window N of the generation and in the window before), with a TTL and
+# rl:{ZONE}:START, a field per key holding its record (the key's counts
+# in window N of the generation and in the window before: the integer
+# (N * 2^25 + PREV) * 2^25 + CUR, or "N:PREV:CUR" where the limit is from
+# 2^25), with a TTL and
 # the marker field ""; a batch writes once per zone however many keys it
 # holds; a key's count of the last window of a generation carries into the
 # next one; the previous generation's hash is UNLINKed once the first
@@ -29,6 +31,8 @@ my $d = start_nginx('layout', <<"_EOC_");
     ratelimit_redis_zone \$arg_k zone=other rate=100r/h pool=main;
     ratelimit_redis_zone \$http_x_key zone=raw rate=2r/h pool=main;
     ratelimit_redis_zone \$arg_k zone=sec rate=100r/s pool=main;
+    ratelimit_redis_zone \$arg_k zone=edge rate=33554431r/h pool=main;
+    ratelimit_redis_zone \$arg_k zone=big rate=33554432r/h pool=main;
     server {
         listen 127.0.0.1:$port;
         add_header X-Status \$ratelimit_redis_status always;
@@ -37,6 +41,8 @@ my $d = start_nginx('layout', <<"_EOC_");
         location = /both { ratelimit_redis zone=hour; ratelimit_redis zone=other; empty_gif; }
         location = /raw { ratelimit_redis zone=raw; empty_gif; }
         location = /sec { ratelimit_redis zone=sec; empty_gif; }
+        location = /edge { ratelimit_redis zone=edge; empty_gif; }
+        location = /big { ratelimit_redis zone=big; empty_gif; }
     }
 _EOC_
 my $u = "http://127.0.0.1:$port";
@@ -53,6 +59,10 @@ sub hget {
     return $out;
 }
 
+sub rec {           # a key's record, as "N:PREV:CUR"
+    return record_text(hget(@_));
+}
+
 # --- one hash per zone and generation, a field per key --------------------
 my $gen = 4;                    # windows per generation
 my $hour = 3_600_000;
@@ -64,9 +74,11 @@ is((get("$u/hour?k=alice"))[0], 200, 'a request is admitted') for 1 .. 3;
 is((get("$u/hour?k=bob"))[0], 200, 'another key too');
 is(redis_cli($rp, "type 'rl:{hour}:$start'"), "hash\n",
    "the zone's counts of this generation are one hash, rl:{hour}:$start");
-is(hget("rl:{hour}:$start", 'alice'), "$n:0:3",
+is(rec("rl:{hour}:$start", 'alice'), "$n:0:3",
    "its field alice holds her 3 requests of window $n of the generation");
-is(hget("rl:{hour}:$start", 'bob'), "$n:0:1", 'its field bob his one');
+is(rec("rl:{hour}:$start", 'bob'), "$n:0:1", 'its field bob his one');
+is(hget("rl:{hour}:$start", 'alice'), record_value($n, 0, 3),
+   'held as the integer (N * 2^25 + PREV) * 2^25 + CUR: the limit is below 2^25');
 is(redis_cli($rp, "hlen 'rl:{hour}:$start'"), "3\n",
    'nothing else in it but the marker field ""');
 is(hget("rl:{hour}:$start", ''), $n ? 1 : 0,
@@ -82,8 +94,8 @@ like(redis_cli($rp, "keys '*alice*'"), qr/^\s*$/, 'no Redis key per client');
 
 # --- two zones, same key: two counters -----------------------------------
 is((get("$u/both?k=alice"))[0], 200, 'two zones on one request');
-is(hget("rl:{hour}:$start", 'alice'), "$n:0:4", 'zone hour counts it');
-is(hget("rl:{other}:$start", 'alice'), "$n:0:1", 'zone other has its own counter');
+is(rec("rl:{hour}:$start", 'alice'), "$n:0:4", 'zone hour counts it');
+is(rec("rl:{other}:$start", 'alice'), "$n:0:1", 'zone other has its own counter');
 
 # --- any key ---------------------------------------------------------------
 # binary, ':', '{}', 256 bytes: each its own counter, limit 2 each; a key
@@ -108,21 +120,45 @@ for my $k (@keys) {
 is_deeply(\@got, [('PASSED PASSED REJECTED') x @keys],
           'each of 9 awkward keys: 2 admitted, then rejected, none sharing');
 my $h = "rl:{raw}:$start";
-is(hget($h, 'a:b'), "$n:0:2", "a key with ':' is a field as it is");
-is(hget($h, 'k' x 256), "$n:0:2", 'a key of 256 bytes too');
+is(rec($h, 'a:b'), "$n:0:2", "a key with ':' is a field as it is");
+is(rec($h, 'k' x 256), "$n:0:2", 'a key of 256 bytes too');
 my $sha = `printf '%s' '@{["k" x 257]}' | sha1sum`;
 ($sha) = $sha =~ /^([0-9a-f]{40})/;
-is(hget($h, "sha1:$sha"), "$n:0:2", 'a longer one under sha1:HEX');
+is(rec($h, "sha1:$sha"), "$n:0:2", 'a longer one under sha1:HEX');
 is(redis_cli($rp, "hlen '$h'"), (@keys + 1) . "\n", 'one field per key');
 
 # --- a value that is not a record ------------------------------------------
-# the count of an earlier layout's hash of the same name ("7"), or anything
-# else written there, counts as no request: never a script error
-redis_cli($rp, "hset 'rl:{hour}:$start' legacy 7 junk '1:x:2'");
+# anything written there that is not a record counts as no request: never a
+# script error
+my @junk = ('1:x:2', '-3', '2.5', '99999999999999999999', 'abc', '');
+redis_cli($rp, "hset 'rl:{hour}:$start' " . join ' ', map { "junk$_ '$junk[$_]'" } 0 .. $#junk);
+is(join(' ', map { (get("$u/hour?k=junk$_"))[0] } 0 .. $#junk), join(' ', (200) x @junk),
+   'keys whose values are not records: admitted');
+is(join(' ', map { rec("rl:{hour}:$start", "junk$_") } 0 .. $#junk),
+   join(' ', ("$n:0:1") x @junk), 'each counted from nothing: ' . join(', ', map { "'$_'" } @junk));
+# the previous layout's hash of a window (KEY => COUNT) has the name of a
+# generation's hash when the window is the generation's first: its bare
+# count is that window's count, as the integer record says
+redis_cli($rp, "hset 'rl:{hour}:$start' legacy 7");
 is((get("$u/hour?k=legacy"))[0], 200, 'a key whose value is a bare count: admitted');
-is((get("$u/hour?k=junk"))[0], 200, 'a key whose value is not a record: admitted');
-is(hget("rl:{hour}:$start", 'legacy'), "$n:0:1", 'its record starts again');
-is(hget("rl:{hour}:$start", 'junk'), "$n:0:1", 'so does the other');
+is(rec("rl:{hour}:$start", 'legacy'), $n == 0 ? '0:0:8' : $n == 1 ? '1:7:1' : "$n:0:1",
+   "the count read as window 0's (this is window $n)");
+
+# --- limits from 2^25: records as text -------------------------------------
+# counts never pass a zone's limit, so below 2^25 a record is an integer;
+# from 2^25 it is the text N:PREV:CUR.  Either is read in any zone: a
+# reload that moves a rate across 2^25 keeps the counts.
+for my $z (['edge', 2**25 - 1, 1], ['big', 2**25, 0]) {
+    my ($zone, $limit, $packed) = @$z;
+    is((get("$u/$zone?k=a"))[0], 200, "limit $limit: admitted");
+    is(hget("rl:{$zone}:$start", 'a'), $packed ? record_value($n, 0, 1) : "$n:0:1",
+       "limit $limit: the record is " . ($packed ? 'an integer' : 'text'));
+    redis_cli($rp, "hset 'rl:{$zone}:$start' b '"
+              . ($packed ? "$n:0:5" : record_value($n, 0, 5)) . "'");
+    is((get("$u/$zone?k=b"))[0], 200, "limit $limit: admitted");
+    is(hget("rl:{$zone}:$start", 'b'), $packed ? record_value($n, 0, 6) : "$n:0:6",
+       'the record in the other form read: its 5 requests and this one');
+}
 
 # --- one write per batch and zone ------------------------------------------
 # 24 requests with 24 distinct keys at once: a handful of script calls,
@@ -166,7 +202,7 @@ sub burst {
     ok($calls && $calls <= 4, "decided in $calls script calls");
     is($hset // 0, $calls, 'one HSET per script call (one zone)');
     is($writes, 0, 'no other write per key');
-    is(hget("rl:{hour}:$start", "burst$_"), "$n:0:1", "burst$_ counted") for 1, 24;
+    is(rec("rl:{hour}:$start", "burst$_"), "$n:0:1", "burst$_ counted") for 1, 24;
 }
 
 # --- the roll -----------------------------------------------------------------
@@ -191,12 +227,12 @@ sub in_window {     # waits until a 1 s window that is window N of its generatio
     my $g = $p + $gen * 1000;
     ok(defined $w3, 'the last window of a generation');
     is((get("$u/sec?k=roll"))[0], 200, 'admitted');
-    is(hget("rl:{sec}:$p", 'roll'), ($gen - 1) . ':0:1', 'counted in its generation');
+    is(rec("rl:{sec}:$p", 'roll'), ($gen - 1) . ':0:1', 'counted in its generation');
     my $w0 = in_window(0);
     is($w0, $g, 'the first window of the next generation');
     redis_cli($rp, 'config resetstat');
     is((get("$u/sec?k=roll"))[0], 200, 'admitted');
-    is(hget("rl:{sec}:$g", 'roll'), '0:1:1',
+    is(rec("rl:{sec}:$g", 'roll'), '0:1:1',
        "counted in the new generation, the last one's count as its previous window's");
     is(hget("rl:{sec}:$g", ''), 0, 'the marker says the previous generation is still read');
     ok(redis_cli($rp, "exists 'rl:{sec}:$p'") == 1, "so the previous generation's hash stays");
@@ -208,7 +244,7 @@ sub in_window {     # waits until a 1 s window that is window N of its generatio
     is($w1, $g + 1000, 'the second window of the generation');
     is((get("$u/sec?k=roll"))[0], 200, 'admitted');
     my $now = redis_time_ms();
-    is(hget("rl:{sec}:$g", 'roll'), '1:1:1', 'the window before is counted as the previous one');
+    is(rec("rl:{sec}:$g", 'roll'), '1:1:1', 'the window before is counted as the previous one');
     ok(redis_cli($rp, "exists 'rl:{sec}:$p'") == 0,
        "the previous generation's hash is gone as soon as the second window starts ("
        . ($now - $w1) . ' ms into it), before its TTL');

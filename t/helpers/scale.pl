@@ -146,11 +146,30 @@ sub errlog_has {
     return scalar grep { /$re/ } <$f>;
 }
 
-# the count of the current window in a ratelimit_redis record "N:PREV:CUR"
-# (README, *Redis key layout*), '' if VALUE is not one
-sub record_count {
+# a ratelimit_redis record (README, *Redis key layout*) as "N:PREV:CUR",
+# whether Redis holds the integer (N * 2^25 + PREV) * 2^25 + CUR or that
+# text (limits from 2^25); '' if VALUE is neither
+my $record_base = 2**25;
+
+sub record_text {
     my $v = shift // '';
-    return $v =~ /^\d+:\d+:(\d+)\s*$/ ? $1 : '';
+    $v =~ s/\s+$//;
+    return $v if $v =~ /^\d+:\d+:\d+$/;
+    return '' unless $v =~ /^\d+$/ && $v < 4 * $record_base**2;
+    return join ':', int($v / $record_base**2),
+                int($v / $record_base) % $record_base, $v % $record_base;
+}
+
+# the integer record of window N, PREV and CUR, as the module writes it
+sub record_value {
+    my ($n, $prev, $cur) = @_;
+    return ($n * $record_base + $prev) * $record_base + $cur;
+}
+
+# the count of the current window in a record, '' if VALUE is not one
+sub record_count {
+    my ($cur) = record_text(shift) =~ /(\d+)$/;
+    return $cur // '';
 }
 
 # keep away from a window boundary of $win seconds on Redis' clock
