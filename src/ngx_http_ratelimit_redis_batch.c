@@ -91,12 +91,14 @@ static ngx_uint_t                           ngx_http_ratelimit_redis_batch_gen;
  * Layout: one hash per zone and generation of K = 4 windows,
  * "rl:{ZONE}:GENERATION_START", a field per limited key, whose record
  * holds the key's counts of window N of the generation (from 0), CUR, and
- * of the window before it, PREV: the integer (N * 2^25 + PREV) * 2^25 +
- * CUR, one tonumber() and some arithmetic to read, where a zone's limit
- * is below 2^25 (counts never pass the limit); "N:PREV:CUR" for a higher
- * limit.  Either is read whatever the limit, so a reload that changes a
- * rate keeps the counts.  A batch costs Redis one HMGET and one
- * HSET per zone however many distinct keys it holds; in the first window
+ * of the window before it, PREV: the integer (PREV * 2^25 + CUR) * K + N,
+ * one tonumber() and some arithmetic to read and as short as the text
+ * for a key seen once, where a zone's limit is below 2^25 (counts never
+ * pass the limit); "N:PREV:CUR" for a limit
+ * from 2^25, or where string.format("%d") cuts the integer (a Redis whose
+ * C long has 32 bits).  Either is read whatever the limit, so a reload
+ * that changes a rate keeps the counts.  A batch costs Redis one HMGET and
+ * one HSET per zone however many distinct keys it holds; in the first window
  * of a generation a key not yet in it is looked up in the previous
  * generation's hash too (one more HMGET).  The field "" (a key is never
  * empty) marks a hash that has its expiry: "0" while the previous
@@ -141,13 +143,14 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "local K = 4\n"
 "local B = 33554432\n"
 "local KBB = K * B * B\n"
+"local wide = fmt('%d', KBB) == '4503599627370496'\n"
 "local function record(v)\n"
 "  local x = tonumber(v)\n"
 "  if x and x >= 0 and x < KBB and x % 1 == 0 then\n"
+"    local n = x % K\n"
+"    x = (x - n) / K\n"
 "    local c = x % B\n"
-"    x = (x - c) / B\n"
-"    local p = x % B\n"
-"    return (x - p) / B, p, c\n"
+"    return n, (x - c) / B, c\n"
 "  end\n"
 "  local n, p, c = match(v, '^(%d+):(%d+):(%d+)$')\n"
 "  if n then return tonumber(n), tonumber(p), tonumber(c) end\n"
@@ -181,10 +184,10 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "      local x = tonumber(v)\n"
 "      local vn, vp, vc\n"
 "      if x and x >= 0 and x < KBB and x % 1 == 0 then\n"
+"        vn = x % K\n"
+"        x = (x - vn) / K\n"
 "        vc = x % B\n"
-"        x = (x - vc) / B\n"
-"        vp = x % B\n"
-"        vn = (x - vp) / B\n"
+"        vp = (x - vc) / B\n"
 "      else\n"
 "        vn, vp, vc = record(v)\n"
 "      end\n"
@@ -212,7 +215,8 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "      end\n"
 "    end\n"
 "  end\n"
-"  zw[z], zr[z], zn[z], zg[z], zb[z] = w, r, n, s, l >= B\n"
+"  zw[z], zr[z], zn[z], zg[z] = w, r, n, s\n"
+"  zb[z] = l >= B or not wide\n"
 "  zk[z], zm[z] = key, c[1]\n"
 "  out[z] = r\n"
 "  a = a + nf\n"
@@ -324,7 +328,7 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "      if big then\n"
 "        h[k + 2] = fmt('%d:%d:%d', n, pp[g], cc[g])\n"
 "      else\n"
-"        h[k + 2] = fmt('%d', (n * B + pp[g]) * B + cc[g])\n"
+"        h[k + 2] = fmt('%d', (pp[g] * B + cc[g]) * K + n)\n"
 "      end\n"
 "      k = k + 2\n"
 "    end\n"

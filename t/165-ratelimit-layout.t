@@ -2,7 +2,7 @@
 # of one zone are the fields of one hash per generation of 4 windows,
 # rl:{ZONE}:START, a field per key holding its record (the key's counts
 # in window N of the generation and in the window before: the integer
-# (N * 2^25 + PREV) * 2^25 + CUR, or "N:PREV:CUR" where the limit is from
+# (PREV * 2^25 + CUR) * 4 + N, or "N:PREV:CUR" where the limit is from
 # 2^25), with a TTL and
 # the marker field ""; a batch writes once per zone however many keys it
 # holds; a key's count of the last window of a generation carries into the
@@ -78,7 +78,7 @@ is(rec("rl:{hour}:$start", 'alice'), "$n:0:3",
    "its field alice holds her 3 requests of window $n of the generation");
 is(rec("rl:{hour}:$start", 'bob'), "$n:0:1", 'its field bob his one');
 is(hget("rl:{hour}:$start", 'alice'), record_value($n, 0, 3),
-   'held as the integer (N * 2^25 + PREV) * 2^25 + CUR: the limit is below 2^25');
+   'held as the integer (PREV * 2^25 + CUR) * 4 + N: the limit is below 2^25');
 is(redis_cli($rp, "hlen 'rl:{hour}:$start'"), "3\n",
    'nothing else in it but the marker field ""');
 is(hget("rl:{hour}:$start", ''), $n ? 1 : 0,
@@ -136,14 +136,6 @@ is(join(' ', map { (get("$u/hour?k=junk$_"))[0] } 0 .. $#junk), join(' ', (200) 
    'keys whose values are not records: admitted');
 is(join(' ', map { rec("rl:{hour}:$start", "junk$_") } 0 .. $#junk),
    join(' ', ("$n:0:1") x @junk), 'each counted from nothing: ' . join(', ', map { "'$_'" } @junk));
-# the previous layout's hash of a window (KEY => COUNT) has the name of a
-# generation's hash when the window is the generation's first: its bare
-# count is that window's count, as the integer record says
-redis_cli($rp, "hset 'rl:{hour}:$start' legacy 7");
-is((get("$u/hour?k=legacy"))[0], 200, 'a key whose value is a bare count: admitted');
-is(rec("rl:{hour}:$start", 'legacy'), $n == 0 ? '0:0:8' : $n == 1 ? '1:7:1' : "$n:0:1",
-   "the count read as window 0's (this is window $n)");
-
 # --- limits from 2^25: records as text -------------------------------------
 # counts never pass a zone's limit, so below 2^25 a record is an integer;
 # from 2^25 it is the text N:PREV:CUR.  Either is read in any zone: a

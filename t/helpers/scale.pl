@@ -147,7 +147,7 @@ sub errlog_has {
 }
 
 # a ratelimit_redis record (README, *Redis key layout*) as "N:PREV:CUR",
-# whether Redis holds the integer (N * 2^25 + PREV) * 2^25 + CUR or that
+# whether Redis holds the integer (PREV * 2^25 + CUR) * 4 + N or that
 # text (limits from 2^25); '' if VALUE is neither
 my $record_base = 2**25;
 
@@ -156,14 +156,13 @@ sub record_text {
     $v =~ s/\s+$//;
     return $v if $v =~ /^\d+:\d+:\d+$/;
     return '' unless $v =~ /^\d+$/ && $v < 4 * $record_base**2;
-    return join ':', int($v / $record_base**2),
-                int($v / $record_base) % $record_base, $v % $record_base;
+    return join ':', $v % 4, int($v / 4 / $record_base), int($v / 4) % $record_base;
 }
 
 # the integer record of window N, PREV and CUR, as the module writes it
 sub record_value {
     my ($n, $prev, $cur) = @_;
-    return ($n * $record_base + $prev) * $record_base + $cur;
+    return ($prev * $record_base + $cur) * 4 + $n;
 }
 
 # the count of the current window in a record, '' if VALUE is not one
