@@ -91,14 +91,14 @@ static ngx_uint_t                           ngx_http_ratelimit_redis_batch_gen;
  * Layout: one hash per zone and generation of K = 4 windows,
  * "rl:{ZONE}:GENERATION_START", a field per limited key, whose record
  * holds the key's counts of window N of the generation (from 0), CUR, and
- * of the window before it, PREV: the integer (PREV * 2^25 + CUR) * K + N,
- * one tonumber() and some arithmetic to read and as short as the text
- * for a key seen once, where a zone's limit is below 2^25 (counts never
- * pass the limit); "N:PREV:CUR" for a limit
- * from 2^25, or where string.format("%d") cuts the integer (a Redis whose
- * C long has 32 bits).  Either is read whatever the limit, so a reload
- * that changes a rate keeps the counts.  A batch costs Redis one HMGET and
- * one HSET per zone however many distinct keys it holds; in the first window
+ * of the window before it, PREV: the integer (PREV * 2^25 + CUR) * K + N
+ * where the zone's limit is below 2^25 (counts never pass the limit): one
+ * tonumber() and some arithmetic to read, and as short as the text for a
+ * key seen once.  The text "N:PREV:CUR" for a limit from 2^25, or where
+ * string.format("%d") cuts the integer (a Redis whose C long has 32
+ * bits).  Either is read whatever the limit, so a reload that changes a
+ * rate keeps the counts.  A batch costs Redis one HMGET and one HSET per
+ * zone however many distinct keys it holds; in the first window
  * of a generation a key not yet in it is looked up in the previous
  * generation's hash too (one more HMGET).  The field "" (a key is never
  * empty) marks a hash that has its expiry: "0" while the previous
@@ -163,7 +163,7 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "end\n"
 "local nz = tonumber(ARGV[1])\n"
 "local a, g, f0 = 2 + 3 * nz, 0, 1 + 3 * nz\n"
-"local zw, zr, zk, zm, zs, zn, zg, zb = {}, {}, {}, {}, {}, {}, {}, {}\n"
+"local zw, zr, zk, zm, zs, zn, zg, zt = {}, {}, {}, {}, {}, {}, {}, {}\n"
 "local cc, pp, pw, fz = presized(), presized(), presized(), presized()\n"
 "local lm, dirty, out = presized(), presized(), presized()\n"
 "for z = 1, nz do\n"
@@ -217,7 +217,7 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "    end\n"
 "  end\n"
 "  zw[z], zr[z], zn[z], zg[z] = w, r, n, s\n"
-"  zb[z] = l >= B or not wide\n"
+"  zt[z] = l >= B or not wide\n"
 "  zk[z], zm[z] = key, c[1]\n"
 "  out[z] = r\n"
 "  a = a + nf\n"
@@ -319,14 +319,14 @@ static ngx_http_scale_redis_script_t  ngx_http_ratelimit_redis_script = {
 "zs[nz + 1] = g + 1\n"
 "for z = 1, nz do\n"
 "  local h, k, n, m = presized(), 0, zn[z], zm[z]\n"
-"  local w, s, big = zw[z], zg[z], zb[z]\n"
+"  local w, s, text = zw[z], zg[z], zt[z]\n"
 "  if m ~= '1' and (n > 0 or not m) then\n"
 "    h[1], h[2], k = '', n > 0 and '1' or '0', 2\n"
 "  end\n"
 "  for g = zs[z], zs[z + 1] - 1 do\n"
 "    if dirty[g] then\n"
 "      h[k + 1] = ARGV[f0 + g]\n"
-"      if big then\n"
+"      if text then\n"
 "        h[k + 2] = fmt('%d:%d:%d', n, pp[g], cc[g])\n"
 "      else\n"
 "        h[k + 2] = fmt('%d', (pp[g] * B + cc[g]) * K + n)\n"
